@@ -1,0 +1,26 @@
+//! `trident-gateway`: see the crate documentation of `ingest-gateway`.
+
+use clap::Parser;
+use trident_service::cli::CommonArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trident-gateway",
+    version,
+    about = "The InfluxDB-compatible write endpoint that fans every point out to the InfluxDB cluster, the raw Kafka topic and the alert topic."
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.common.load_config(ingest_gateway::SERVICE)?;
+    trident_service::telemetry::init_logs(&config.telemetry)?;
+    if cli.common.check_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    anyhow::bail!(ingest_gateway::NOT_BUILT)
+}

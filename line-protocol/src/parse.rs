@@ -1,0 +1,1289 @@
+//! The parser: one pass over each line that validates everything InfluxDB
+//! 1.x validates and records where the measurement, tag set and field set
+//! are. Tokens are handed out as borrowed slices; unescaping happens only on
+//! request and only for tokens that contain a backslash.
+//!
+//! Escaping follows InfluxDB 1.x exactly: in measurements, tag keys, tag
+//! values and field keys a byte preceded by `\` is never a delimiter, and
+//! unescaping turns `\,` `\ ` (and `\=` outside measurements) into the bare
+//! byte while leaving every other backslash as it is (so `\\` stays two
+//! backslashes). In string field values `\"` and `\\` are the escapes.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use crate::error::{ErrorKind, KeyRole, ParseError};
+use crate::precision::Precision;
+
+/// InfluxDB's limit on measurement + tags + field key, in bytes.
+pub const MAX_KEY_LEN: usize = 65_535;
+/// The smallest timestamp InfluxDB 1.x stores, in nanoseconds.
+pub const MIN_NANOS: i64 = i64::MIN + 2;
+/// The largest timestamp InfluxDB 1.x stores, in nanoseconds.
+pub const MAX_NANOS: i64 = i64::MAX - 1;
+
+/// How to parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Unit of the timestamps in the body.
+    pub precision: Precision,
+    /// Timestamp (ns) given to lines without one; `None` leaves them without.
+    pub default_time: Option<i64>,
+    /// Accept `u` integers. InfluxDB 1.x refuses them unless built with
+    /// uint support; 2.x accepts them.
+    pub allow_unsigned: bool,
+    /// Longest accepted line, in bytes.
+    pub max_line_len: usize,
+    /// Longest accepted string field value, in bytes (InfluxDB: 64 KiB).
+    pub max_string_len: usize,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        Self {
+            precision: Precision::Nanoseconds,
+            default_time: None,
+            allow_unsigned: false,
+            max_line_len: 1 << 20,
+            max_string_len: 64 * 1024,
+        }
+    }
+}
+
+/// Parses `buf` with default options: one result per line that is neither
+/// blank nor a `#` comment.
+pub fn parse_lines(buf: &[u8]) -> Lines<'_> {
+    Lines::new(buf, ParseOptions::default())
+}
+
+/// Iterator over the lines of a body; see [`parse_lines`].
+#[derive(Debug, Clone)]
+pub struct Lines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    line_no: usize,
+    opts: ParseOptions,
+}
+
+impl<'a> Lines<'a> {
+    /// Parses `buf` with `opts`.
+    pub fn new(buf: &'a [u8], opts: ParseOptions) -> Self {
+        Self {
+            buf,
+            pos: 0,
+            line_no: 0,
+            opts,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Result<Line<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.buf;
+        loop {
+            if self.pos >= b.len() {
+                return None;
+            }
+            self.line_no += 1;
+            let line_start = self.pos;
+            // Leading whitespace (as InfluxDB: space, tab, NUL) is skipped.
+            let mut i = line_start;
+            while i < b.len() && matches!(b[i], b' ' | b'\t' | 0) {
+                i += 1;
+            }
+            if i >= b.len() {
+                self.pos = b.len();
+                return None;
+            }
+            match b[i] {
+                b'\n' => {
+                    self.pos = i + 1;
+                    continue;
+                }
+                b'\r' if is_terminator(b, i) => {
+                    self.pos = (i + 2).min(b.len());
+                    continue;
+                }
+                b'#' => {
+                    self.pos = memchr_newline(b, i).map_or(b.len(), |nl| nl + 1);
+                    continue;
+                }
+                _ => {}
+            }
+            let mut scanner = Scanner {
+                b,
+                newlines: 0,
+                opts: &self.opts,
+            };
+            let line_no = self.line_no;
+            return Some(match scanner.line(i) {
+                Ok((parsed, end)) => {
+                    self.pos = next_line_start(b, end);
+                    self.line_no += scanner.newlines;
+                    finish(b, line_start, end, parsed, line_no, &self.opts)
+                }
+                Err((at, kind)) => {
+                    let end = scan_line_end(b, line_start);
+                    self.pos = next_line_start(b, end);
+                    self.line_no += b[line_start..end].iter().filter(|&&c| c == b'\n').count();
+                    Err(ParseError {
+                        line: line_no,
+                        column: at.saturating_sub(line_start) + 1,
+                        kind,
+                        span: line_start..trim_cr(b, line_start, end),
+                    })
+                }
+            });
+        }
+    }
+}
+
+/// One valid line: borrowed views of its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    text: &'a str,
+    number: usize,
+    measurement: Token<'a>,
+    /// `k=v,k=v` without the leading comma; empty without tags.
+    tags: &'a str,
+    /// `k=v,k=v`.
+    fields: &'a str,
+    tag_count: u32,
+    field_count: u32,
+    tags_sorted: bool,
+    any_escapes: bool,
+    duplicate_fields: bool,
+    timestamp: Option<i64>,
+}
+
+/// What the scanner learned about a valid line, as offsets into the line.
+#[derive(Debug, Clone)]
+struct Parsed {
+    measurement: Range<usize>,
+    measurement_escaped: bool,
+    tags: Range<usize>,
+    fields: Range<usize>,
+    tag_count: u32,
+    field_count: u32,
+    tags_sorted: bool,
+    any_escapes: bool,
+    duplicate_fields: bool,
+    timestamp: Option<i64>,
+}
+
+fn finish<'a>(
+    b: &'a [u8],
+    line_start: usize,
+    end: usize,
+    p: Parsed,
+    number: usize,
+    opts: &ParseOptions,
+) -> Result<Line<'a>, ParseError> {
+    let start = p.measurement.start;
+    let err = |at: usize, kind| ParseError {
+        line: number,
+        column: at - line_start + 1,
+        kind,
+        span: line_start..end,
+    };
+    if end - start > opts.max_line_len {
+        return Err(err(
+            start,
+            ErrorKind::LineTooLong {
+                len: end - start,
+                max: opts.max_line_len,
+            },
+        ));
+    }
+    let text = std::str::from_utf8(&b[start..end])
+        .map_err(|e| err(start + e.valid_up_to(), ErrorKind::InvalidUtf8))?;
+    // Every range ends on an ASCII delimiter, so these slices are on char
+    // boundaries; `get` keeps that a checked fact rather than a promise.
+    let slice = |r: Range<usize>| text.get(r.start - start..r.end - start).unwrap_or_default();
+    Ok(Line {
+        text,
+        number,
+        measurement: Token {
+            raw: slice(p.measurement),
+            escaped: p.measurement_escaped,
+            set: EscapeSet::Measurement,
+        },
+        tags: slice(p.tags),
+        fields: slice(p.fields),
+        tag_count: p.tag_count,
+        field_count: p.field_count,
+        tags_sorted: p.tags_sorted,
+        any_escapes: p.any_escapes,
+        duplicate_fields: p.duplicate_fields,
+        timestamp: p.timestamp.or(opts.default_time),
+    })
+}
+
+impl<'a> Line<'a> {
+    /// The line as it was sent (without its line break).
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Line number in the body, from 1.
+    pub fn number(&self) -> usize {
+        self.number
+    }
+
+    /// The measurement.
+    pub fn measurement(&self) -> Token<'a> {
+        self.measurement
+    }
+
+    /// The tags in the order they were written.
+    pub fn tags(&self) -> Tags<'a> {
+        Tags {
+            rest: self.tags.as_bytes(),
+            text: self.tags,
+            pos: 0,
+        }
+    }
+
+    /// The value of tag `key` (unescaped comparison).
+    pub fn tag(&self, key: &str) -> Option<Token<'a>> {
+        self.tags().find(|(k, _)| k.eq_str(key)).map(|(_, v)| v)
+    }
+
+    /// How many tags.
+    pub fn tag_count(&self) -> usize {
+        self.tag_count as usize
+    }
+
+    /// Whether the tags were written sorted by key (Telegraf sorts them).
+    pub fn tags_sorted(&self) -> bool {
+        self.tags_sorted
+    }
+
+    /// Whether any measurement, tag or field key contains a backslash.
+    pub fn has_escapes(&self) -> bool {
+        self.any_escapes
+    }
+
+    /// The fields. A key written twice yields only its last value, in the
+    /// position of its last occurrence (InfluxDB 1.x keeps the last).
+    pub fn fields(&self) -> Fields<'a> {
+        Fields {
+            text: self.fields,
+            pos: 0,
+            skip_duplicates: self.duplicate_fields,
+        }
+    }
+
+    /// How many distinct field keys.
+    pub fn field_count(&self) -> usize {
+        self.field_count as usize
+    }
+
+    /// The timestamp in nanoseconds, or the default time given in the
+    /// options, or `None`.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The raw `measurement[,tags]` part as sent.
+    pub(crate) fn raw_key(&self) -> &'a str {
+        let end = if self.tags.is_empty() {
+            self.measurement.raw.len()
+        } else {
+            // `tags` is a sub-slice of `text`; its end is the key's end.
+            self.tags.as_ptr() as usize - self.text.as_ptr() as usize + self.tags.len()
+        };
+        self.text.get(..end).unwrap_or(self.measurement.raw)
+    }
+}
+
+/// Which escapes a token uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EscapeSet {
+    /// Measurements: `\,` and `\ `.
+    Measurement,
+    /// Tag keys, tag values, field keys: `\,`, `\=` and `\ `.
+    Key,
+}
+
+/// A measurement, tag key, tag value or field key as written, with its
+/// unescaped form computed only on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token<'a> {
+    raw: &'a str,
+    escaped: bool,
+    set: EscapeSet,
+}
+
+impl<'a> Token<'a> {
+    /// The bytes as written, escapes included.
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    /// Whether the token contains a backslash.
+    pub fn is_escaped(&self) -> bool {
+        self.escaped
+    }
+
+    /// The token with its escapes removed; borrows unless it has escapes.
+    pub fn as_str(&self) -> Cow<'a, str> {
+        if self.escaped {
+            Cow::Owned(unescape(self.raw, self.set))
+        } else {
+            Cow::Borrowed(self.raw)
+        }
+    }
+
+    /// Compares the unescaped token with `s` without allocating.
+    pub fn eq_str(&self, s: &str) -> bool {
+        if self.escaped {
+            UnescapedBytes::new(self.raw, self.set).eq(s.bytes())
+        } else {
+            self.raw == s
+        }
+    }
+
+    /// Iterates the unescaped bytes (no allocation).
+    pub(crate) fn unescaped_bytes(&self) -> UnescapedBytes<'a> {
+        UnescapedBytes::new(
+            self.raw,
+            if self.escaped {
+                self.set
+            } else {
+                EscapeSet::Key
+            },
+        )
+    }
+}
+
+impl std::fmt::Display for Token<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+fn is_special(set: EscapeSet, c: u8) -> bool {
+    match set {
+        EscapeSet::Measurement => c == b',' || c == b' ',
+        EscapeSet::Key => c == b',' || c == b' ' || c == b'=',
+    }
+}
+
+fn unescape(raw: &str, set: EscapeSet) -> String {
+    let bytes: Vec<u8> = UnescapedBytes::new(raw, set).collect();
+    // Only ASCII bytes are dropped (a backslash before an ASCII delimiter),
+    // so the result is still UTF-8.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The unescaped bytes of a token, left to right.
+#[derive(Debug, Clone)]
+pub(crate) struct UnescapedBytes<'a> {
+    b: &'a [u8],
+    i: usize,
+    set: EscapeSet,
+}
+
+impl<'a> UnescapedBytes<'a> {
+    fn new(raw: &'a str, set: EscapeSet) -> Self {
+        Self {
+            b: raw.as_bytes(),
+            i: 0,
+            set,
+        }
+    }
+}
+
+impl Iterator for UnescapedBytes<'_> {
+    type Item = u8;
+
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        if let (b'\\', Some(&n)) = (c, self.b.get(self.i + 1))
+            && is_special(self.set, n)
+        {
+            self.i += 2;
+            return Some(n);
+        }
+        self.i += 1;
+        Some(c)
+    }
+}
+
+/// Iterator over `(key, value)` tags.
+#[derive(Debug, Clone)]
+pub struct Tags<'a> {
+    text: &'a str,
+    rest: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = (Token<'a>, Token<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.rest;
+        if self.pos >= b.len() {
+            return None;
+        }
+        let (key_end, key_esc) = find_unescaped(b, self.pos, b'=');
+        let (val_end, val_esc) = find_unescaped(b, key_end + 1, b',');
+        let key = Token {
+            raw: self.text.get(self.pos..key_end).unwrap_or_default(),
+            escaped: key_esc,
+            set: EscapeSet::Key,
+        };
+        let value = Token {
+            raw: self.text.get(key_end + 1..val_end).unwrap_or_default(),
+            escaped: val_esc,
+            set: EscapeSet::Key,
+        };
+        self.pos = val_end + 1;
+        Some((key, value))
+    }
+}
+
+/// Finds the first `stop` not preceded by a backslash at or after `i`;
+/// returns its index (or `b.len()`) and whether a backslash was seen.
+#[inline]
+fn find_unescaped(b: &[u8], mut i: usize, stop: u8) -> (usize, bool) {
+    let mut escaped = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == stop {
+            return (i, escaped);
+        }
+        if c == b'\\' {
+            escaped = true;
+            i = skip_escape(b, i);
+        } else {
+            i += 1;
+        }
+    }
+    (b.len(), escaped)
+}
+
+/// A field value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue<'a> {
+    /// A float (no suffix).
+    Float(f64),
+    /// A signed integer (`i`).
+    Integer(i64),
+    /// An unsigned integer (`u`).
+    UInteger(u64),
+    /// A string (`"..."`), unescaped.
+    String(Cow<'a, str>),
+    /// A boolean.
+    Boolean(bool),
+}
+
+/// Iterator over `(key, value)` fields.
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    text: &'a str,
+    pos: usize,
+    skip_duplicates: bool,
+}
+
+impl<'a> Fields<'a> {
+    /// The next field as raw tokens: key and the value's text as written.
+    fn next_raw(&mut self) -> Option<(Token<'a>, &'a str)> {
+        let b = self.text.as_bytes();
+        if self.pos >= b.len() {
+            return None;
+        }
+        let f = next_field(b, self.pos, b.len());
+        let key = Token {
+            raw: self.text.get(self.pos..f.key_end).unwrap_or_default(),
+            escaped: f.key_escaped,
+            set: EscapeSet::Key,
+        };
+        let value = self
+            .text
+            .get(f.key_end + 1..f.value_end)
+            .unwrap_or_default();
+        self.pos = f.value_end + 1;
+        Some((key, value))
+    }
+}
+
+/// Where one already-validated field that starts at `pos` ends.
+#[derive(Debug, Clone, Copy)]
+struct FieldSpan {
+    key_end: usize,
+    key_escaped: bool,
+    value_end: usize,
+}
+
+fn next_field(b: &[u8], pos: usize, limit: usize) -> FieldSpan {
+    let b = &b[..limit.min(b.len())];
+    let (key_end, key_escaped) = find_unescaped(b, pos, b'=');
+    let vstart = key_end + 1;
+    let value_end = if b.get(vstart) == Some(&b'"') {
+        let mut i = vstart + 1;
+        while i < b.len() && b[i] != b'"' {
+            i += if b[i] == b'\\' { 2 } else { 1 };
+        }
+        (i + 1).min(b.len())
+    } else {
+        let mut i = vstart;
+        while i < b.len() && b[i] != b',' {
+            i += 1;
+        }
+        i
+    };
+    FieldSpan {
+        key_end,
+        key_escaped,
+        value_end,
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (Token<'a>, FieldValue<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (key, raw) = self.next_raw()?;
+            if self.skip_duplicates {
+                let mut later = self.clone();
+                later.skip_duplicates = false;
+                let shadowed = std::iter::from_fn(|| later.next_raw())
+                    .any(|(k, _)| k.unescaped_bytes().eq(key.unescaped_bytes()));
+                if shadowed {
+                    continue;
+                }
+            }
+            return Some((key, decode_value(raw)));
+        }
+    }
+}
+
+/// Decodes a value the scanner already validated.
+fn decode_value(raw: &str) -> FieldValue<'_> {
+    let b = raw.as_bytes();
+    match b.first() {
+        Some(b'"') => {
+            let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+            if inner.contains('\\') {
+                FieldValue::String(Cow::Owned(unescape_string(inner)))
+            } else {
+                FieldValue::String(Cow::Borrowed(inner))
+            }
+        }
+        Some(b't' | b'T') => FieldValue::Boolean(true),
+        Some(b'f' | b'F') => FieldValue::Boolean(false),
+        _ => match b.last() {
+            Some(b'i') => FieldValue::Integer(
+                raw.get(..raw.len() - 1)
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or_default(),
+            ),
+            Some(b'u') => FieldValue::UInteger(
+                raw.get(..raw.len() - 1)
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or_default(),
+            ),
+            _ => FieldValue::Float(raw.parse().unwrap_or_default()),
+        },
+    }
+}
+
+fn unescape_string(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.clone().next() {
+                Some(n @ ('"' | '\\')) => {
+                    out.push(n);
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- scanning
+
+/// Whether the byte at `i` ends a line: `\n`, or `\r` before `\n` or at the
+/// end of the buffer.
+#[inline(always)]
+fn is_terminator(b: &[u8], i: usize) -> bool {
+    match b.get(i) {
+        None | Some(b'\n') => true,
+        Some(b'\r') => matches!(b.get(i + 1), None | Some(b'\n')),
+        _ => false,
+    }
+}
+
+/// `b[i]` is a backslash: the byte after the run of backslashes is
+/// literal (InfluxDB 1.x looks only at the byte before a delimiter).
+/// A newline is never escaped: it always ends the line.
+#[inline(always)]
+fn skip_escape(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len() && b[i] == b'\\' {
+        i += 1;
+    }
+    if i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    i
+}
+
+fn memchr_newline(b: &[u8], from: usize) -> Option<usize> {
+    b.get(from..)?
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| p + from)
+}
+
+fn next_line_start(b: &[u8], end: usize) -> usize {
+    match memchr_newline(b, end) {
+        Some(nl) => nl + 1,
+        None => b.len(),
+    }
+}
+
+fn trim_cr(b: &[u8], start: usize, end: usize) -> usize {
+    if end > start && b.get(end - 1) == Some(&b'\r') {
+        end - 1
+    } else {
+        end
+    }
+}
+
+/// The end of the line that starts at `i`, as InfluxDB 1.x splits lines
+/// (a newline inside a quoted field value does not end it). Used to skip a
+/// bad line.
+fn scan_line_end(b: &[u8], mut i: usize) -> usize {
+    let (mut quoted, mut fields) = (false, false);
+    let (mut equals, mut commas) = (0usize, 0usize);
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' {
+            i += 2;
+            continue;
+        }
+        if c == b' ' {
+            fields = true;
+        }
+        if fields {
+            if !quoted && c == b'=' {
+                equals += 1;
+            } else if !quoted && c == b',' {
+                commas += 1;
+            } else if c == b'"' && equals > commas {
+                quoted = !quoted;
+            }
+        }
+        if c == b'\n' && !quoted {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Bytes that end a run of plain token bytes.
+const TOKEN_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\\' as usize] = true;
+    t[b',' as usize] = true;
+    t[b' ' as usize] = true;
+    t[b'=' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t
+};
+
+/// The same without `=` (a measurement may contain a bare `=`).
+const MEASUREMENT_STOP: [bool; 256] = {
+    let mut t = TOKEN_STOP;
+    t[b'=' as usize] = false;
+    t
+};
+
+type ScanResult<T> = Result<T, (usize, ErrorKind)>;
+
+/// A key recorded for duplicate checks: range and whether it has escapes.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyRef {
+    start: u32,
+    end: u32,
+    escaped: bool,
+}
+
+struct Scanner<'s, 'a> {
+    b: &'a [u8],
+    /// Line breaks inside quoted values of this line.
+    newlines: usize,
+    opts: &'s ParseOptions,
+}
+
+impl Scanner<'_, '_> {
+    fn key_bytes(&self, k: KeyRef, set: EscapeSet) -> UnescapedBytes<'_> {
+        let raw = &self.b[k.start as usize..k.end as usize];
+        UnescapedBytes {
+            b: raw,
+            i: 0,
+            set: if k.escaped { set } else { EscapeSet::Key },
+        }
+    }
+
+    fn key_string(&self, start: usize, end: usize) -> String {
+        key_string(self.b, start, end)
+    }
+
+    fn key_eq(&self, a: KeyRef, b: KeyRef) -> bool {
+        if !a.escaped && !b.escaped {
+            self.b[a.start as usize..a.end as usize] == self.b[b.start as usize..b.end as usize]
+        } else {
+            self.key_bytes(a, EscapeSet::Key)
+                .eq(self.key_bytes(b, EscapeSet::Key))
+        }
+    }
+
+    fn key_cmp(&self, a: KeyRef, b: KeyRef) -> std::cmp::Ordering {
+        if !a.escaped && !b.escaped {
+            self.b[a.start as usize..a.end as usize].cmp(&self.b[b.start as usize..b.end as usize])
+        } else {
+            self.key_bytes(a, EscapeSet::Key)
+                .cmp(self.key_bytes(b, EscapeSet::Key))
+        }
+    }
+
+    fn is_reserved(&self, k: KeyRef) -> bool {
+        let len = (k.end - k.start) as usize;
+        if !k.escaped && !matches!(len, 4 | 6 | 12) {
+            return false;
+        }
+        let bytes = self.key_bytes(k, EscapeSet::Key);
+        [&b"time"[..], b"_field", b"_measurement"]
+            .iter()
+            .any(|r| bytes.clone().eq(r.iter().copied()))
+    }
+
+    /// Scans one line starting at its first non-blank byte `i`; returns what
+    /// it found and the index just past the line's last byte.
+    fn line(&mut self, mut i: usize) -> ScanResult<(Parsed, usize)> {
+        let b = self.b;
+        let mut any_escapes = false;
+
+        // Measurement.
+        let m_start = i;
+        if b[i] == b',' {
+            return Err((i, ErrorKind::MissingMeasurement));
+        }
+        let mut m_escaped = false;
+        let has_tags;
+        loop {
+            while i < b.len() && !MEASUREMENT_STOP[b[i] as usize] {
+                i += 1;
+            }
+            if i >= b.len() {
+                return Err((i, ErrorKind::MissingFields));
+            }
+            match b[i] {
+                b'\\' => {
+                    m_escaped = true;
+                    i = skip_escape(b, i);
+                }
+                b',' => {
+                    has_tags = true;
+                    break;
+                }
+                b' ' => {
+                    has_tags = false;
+                    break;
+                }
+                b'\r' if !is_terminator(b, i) => i += 1,
+                _ => return Err((i, ErrorKind::MissingFields)),
+            }
+        }
+        let m_end = i;
+        any_escapes |= m_escaped;
+
+        // Tags.
+        let mut tags_sorted = true;
+        let mut tag_count = 0u32;
+        let tags_start = i + 1;
+        let mut tags_end = tags_start;
+        let mut prev_key: Option<KeyRef> = None;
+        if has_tags {
+            i += 1;
+            loop {
+                // Key.
+                let k_start = i;
+                if is_terminator(b, i) || matches!(b[i], b' ' | b',' | b'=') {
+                    return Err((i, ErrorKind::MissingTagKey));
+                }
+                let mut k_escaped = false;
+                loop {
+                    while i < b.len() && !TOKEN_STOP[b[i] as usize] {
+                        i += 1;
+                    }
+                    if i >= b.len() {
+                        return Err((i, ErrorKind::MissingTagValue));
+                    }
+                    match b[i] {
+                        b'\\' => {
+                            k_escaped = true;
+                            i = skip_escape(b, i);
+                        }
+                        b'=' => break,
+                        b'\r' if !is_terminator(b, i) => i += 1,
+                        _ => return Err((i, ErrorKind::MissingTagValue)),
+                    }
+                }
+                let key = KeyRef {
+                    start: k_start as u32,
+                    end: i as u32,
+                    escaped: k_escaped,
+                };
+                i += 1;
+                // Value.
+                if is_terminator(b, i) || matches!(b[i], b' ' | b',') {
+                    return Err((i, ErrorKind::MissingTagValue));
+                }
+                let mut v_escaped = false;
+                let more = loop {
+                    while i < b.len() && !TOKEN_STOP[b[i] as usize] {
+                        i += 1;
+                    }
+                    if i >= b.len() {
+                        return Err((i, ErrorKind::MissingFields));
+                    }
+                    match b[i] {
+                        b'\\' => {
+                            v_escaped = true;
+                            i = skip_escape(b, i);
+                        }
+                        b',' => break true,
+                        b' ' => break false,
+                        b'=' => return Err((i, ErrorKind::InvalidTagFormat)),
+                        b'\r' if !is_terminator(b, i) => i += 1,
+                        _ => return Err((i, ErrorKind::MissingFields)),
+                    }
+                };
+                any_escapes |= k_escaped || v_escaped;
+                if self.is_reserved(key) {
+                    return Err((
+                        k_start,
+                        ErrorKind::ReservedKey {
+                            role: KeyRole::Tag,
+                            key: self.key_string(k_start, key.end as usize),
+                        },
+                    ));
+                }
+                if let Some(prev) = prev_key {
+                    match self.key_cmp(prev, key) {
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => {
+                            return Err((
+                                k_start,
+                                ErrorKind::DuplicateTag(self.key_string(k_start, key.end as usize)),
+                            ));
+                        }
+                        std::cmp::Ordering::Greater => tags_sorted = false,
+                    }
+                }
+                prev_key = Some(key);
+                tag_count += 1;
+                if !more {
+                    tags_end = i;
+                    break;
+                }
+                i += 1;
+            }
+            if !tags_sorted {
+                self.check_duplicate_tags(tags_start, tags_end)?;
+            }
+        }
+        let key_len = if has_tags { tags_end } else { m_end } - m_start;
+
+        // Fields.
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | 0) {
+            i += 1;
+        }
+        if is_terminator(b, i) {
+            return Err((i, ErrorKind::MissingFields));
+        }
+        let f_start = i;
+        // A 64-bit signature of the keys seen so far: a full comparison runs
+        // only when a key's signature bit is already set.
+        let mut seen_sigs = 0u64;
+        let mut duplicate_fields = false;
+        let mut unique_fields = 0u32;
+        let f_end = loop {
+            let k_start = i;
+            if b[i] == b'=' || b[i] == b',' {
+                return Err((i, ErrorKind::MissingFieldKey));
+            }
+            let mut k_escaped = false;
+            loop {
+                while i < b.len() && !TOKEN_STOP[b[i] as usize] {
+                    i += 1;
+                }
+                if i >= b.len() {
+                    return Err((
+                        k_start,
+                        ErrorKind::InvalidFieldFormat(self.key_string(k_start, i)),
+                    ));
+                }
+                match b[i] {
+                    b'\\' => {
+                        k_escaped = true;
+                        i = skip_escape(b, i);
+                    }
+                    b'=' => break,
+                    b'\r' if !is_terminator(b, i) => i += 1,
+                    _ => {
+                        return Err((
+                            k_start,
+                            ErrorKind::InvalidFieldFormat(self.key_string(k_start, i)),
+                        ));
+                    }
+                }
+            }
+            any_escapes |= k_escaped;
+            let key = KeyRef {
+                start: k_start as u32,
+                end: i as u32,
+                escaped: k_escaped,
+            };
+            if key_len + (i - k_start) + 1 > MAX_KEY_LEN {
+                return Err((
+                    k_start,
+                    ErrorKind::KeyTooLong {
+                        len: key_len + (i - k_start) + 1,
+                        max: MAX_KEY_LEN,
+                    },
+                ));
+            }
+            if self.is_reserved(key) {
+                return Err((
+                    k_start,
+                    ErrorKind::ReservedKey {
+                        role: KeyRole::Field,
+                        key: self.key_string(k_start, i),
+                    },
+                ));
+            }
+            let sig = 1u64
+                << (((i - k_start) * 7 + usize::from(b[k_start]) + usize::from(b[i - 1])) % 64);
+            if seen_sigs & sig != 0 && self.field_seen_before(f_start, key) {
+                duplicate_fields = true;
+            } else {
+                unique_fields += 1;
+            }
+            seen_sigs |= sig;
+            i += 1;
+            i = self.value(i, key)?;
+            if i < b.len() && b[i] == b',' {
+                i += 1;
+                if is_terminator(b, i) || b[i] == b' ' {
+                    return Err((i, ErrorKind::MissingFieldKey));
+                }
+                continue;
+            }
+            break i;
+        };
+
+        // Timestamp.
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        let mut timestamp = None;
+        if !is_terminator(b, i) {
+            let t_start = i;
+            let negative = b[i] == b'-';
+            if negative {
+                i += 1;
+            }
+            let d_start = i;
+            let mut value: i64 = 0;
+            let mut overflow = false;
+            while i < b.len() && b[i].is_ascii_digit() {
+                let d = i64::from(b[i] - b'0');
+                match value.checked_mul(10).and_then(|v| {
+                    if negative {
+                        v.checked_sub(d)
+                    } else {
+                        v.checked_add(d)
+                    }
+                }) {
+                    Some(v) => value = v,
+                    None => overflow = true,
+                }
+                i += 1;
+            }
+            if i == d_start || !(is_terminator(b, i) || b[i] == b' ') {
+                return Err((i, ErrorKind::BadTimestamp));
+            }
+            if overflow {
+                return Err((t_start, ErrorKind::TimestampOutOfRange));
+            }
+            let nanos = self
+                .opts
+                .precision
+                .to_nanos(value)
+                .filter(|n| (MIN_NANOS..=MAX_NANOS).contains(n))
+                .ok_or((t_start, ErrorKind::TimestampOutOfRange))?;
+            timestamp = Some(nanos);
+            while i < b.len() && b[i] == b' ' {
+                i += 1;
+            }
+            if !is_terminator(b, i) {
+                return Err((i, ErrorKind::TrailingData));
+            }
+        }
+        let end = i;
+        Ok((
+            Parsed {
+                measurement: m_start..m_end,
+                measurement_escaped: m_escaped,
+                tags: if has_tags {
+                    tags_start..tags_end
+                } else {
+                    m_end..m_end
+                },
+                fields: f_start..f_end,
+                tag_count,
+                field_count: unique_fields,
+                tags_sorted,
+                any_escapes,
+                duplicate_fields,
+                timestamp,
+            },
+            end,
+        ))
+    }
+
+    /// The slow path for tags written out of order: collect, sort, compare.
+    fn check_duplicate_tags(&self, start: usize, end: usize) -> ScanResult<()> {
+        let section = &self.b[start..end];
+        let mut keys = Vec::new();
+        let mut pos = 0;
+        while pos < section.len() {
+            let (k_end, escaped) = find_unescaped(section, pos, b'=');
+            keys.push(KeyRef {
+                start: (start + pos) as u32,
+                end: (start + k_end) as u32,
+                escaped,
+            });
+            pos = find_unescaped(section, k_end + 1, b',').0 + 1;
+        }
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&x, &y| self.key_cmp(keys[x], keys[y]));
+        for w in order.windows(2) {
+            let (a, b) = (keys[w[0]], keys[w[1]]);
+            if self.key_eq(a, b) {
+                let later = if a.start > b.start { a } else { b };
+                return Err((
+                    later.start as usize,
+                    ErrorKind::DuplicateTag(
+                        self.key_string(later.start as usize, later.end as usize),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a field before `key` (in the section from `f_start`) has the
+    /// same key.
+    fn field_seen_before(&self, f_start: usize, key: KeyRef) -> bool {
+        let mut pos = f_start;
+        while pos < key.start as usize {
+            let f = next_field(self.b, pos, key.start as usize);
+            let earlier = KeyRef {
+                start: pos as u32,
+                end: f.key_end as u32,
+                escaped: f.key_escaped,
+            };
+            if self.key_eq(earlier, key) {
+                return true;
+            }
+            pos = f.value_end + 1;
+        }
+        false
+    }
+
+    /// Validates the value starting at `i`; returns the index after it,
+    /// which holds `,`, ` `, or a line terminator.
+    fn value(&mut self, mut i: usize, key: KeyRef) -> ScanResult<usize> {
+        let b = self.b;
+        let name = || key_string(b, key.start as usize, key.end as usize);
+        if is_terminator(b, i) || b[i] == b',' || b[i] == b' ' {
+            return Err((i, ErrorKind::MissingFieldValue(name())));
+        }
+        let start = i;
+        let ends_value = |i: usize| is_terminator(b, i) || b[i] == b',' || b[i] == b' ';
+        match b[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    while i < b.len() && !matches!(b[i], b'"' | b'\\' | b'\n') {
+                        i += 1;
+                    }
+                    if i >= b.len() {
+                        return Err((start, ErrorKind::UnbalancedQuotes(name())));
+                    }
+                    match b[i] {
+                        b'\\' => i += 2,
+                        b'\n' => {
+                            self.newlines += 1;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                let len = i - start - 1;
+                if len > self.opts.max_string_len {
+                    return Err((
+                        start,
+                        ErrorKind::StringTooLong {
+                            key: name(),
+                            len,
+                            max: self.opts.max_string_len,
+                        },
+                    ));
+                }
+                i += 1;
+                if !ends_value(i) {
+                    return Err((i, ErrorKind::InvalidFieldFormat(name())));
+                }
+                Ok(i)
+            }
+            b't' | b'T' | b'f' | b'F' => {
+                while !ends_value(i) {
+                    i += 1;
+                }
+                match &b[start..i] {
+                    b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false"
+                    | b"False" | b"FALSE" => Ok(i),
+                    _ => Err((start, ErrorKind::InvalidBoolean(name()))),
+                }
+            }
+            b'0'..=b'9' | b'-' | b'.' => self.number(i, &name),
+            b'+' | b'n' | b'N' | b'i' | b'I' => Err((start, ErrorKind::InvalidNumber(name()))),
+            _ => Err((start, ErrorKind::InvalidBoolean(name()))),
+        }
+    }
+
+    fn number(&self, mut i: usize, name: &dyn Fn() -> String) -> ScanResult<usize> {
+        let b = self.b;
+        let start = i;
+        let invalid = |at: usize| (at, ErrorKind::InvalidNumber(name()));
+        let ends_value = |i: usize| is_terminator(b, i) || b[i] == b',' || b[i] == b' ';
+        let negative = b[i] == b'-';
+        if negative {
+            i += 1;
+        }
+        let int_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let int_digits = i - int_start;
+        if i < b.len() && (b[i] == b'i' || b[i] == b'u') {
+            let suffix = b[i];
+            if int_digits == 0 || !ends_value(i + 1) {
+                return Err(invalid(start));
+            }
+            let digits = &b[int_start..i];
+            if suffix == b'i' {
+                if digits.len() >= 19 && !fits_i64(digits, negative) {
+                    return Err((start, ErrorKind::IntegerOutOfRange(name())));
+                }
+            } else {
+                if !self.opts.allow_unsigned {
+                    return Err((start, ErrorKind::UnsignedDisabled(name())));
+                }
+                if negative {
+                    return Err((start, ErrorKind::UnsignedOutOfRange(name())));
+                }
+                if digits.len() >= 20 && !fits_u64(digits) {
+                    return Err((start, ErrorKind::UnsignedOutOfRange(name())));
+                }
+            }
+            return Ok(i + 1);
+        }
+        // Float: digits [. digits] [e [+-] digits]
+        let mut frac_digits = 0;
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            let f = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            frac_digits = i - f;
+        }
+        if int_digits + frac_digits == 0 {
+            return Err(invalid(start));
+        }
+        let mut exponent = false;
+        if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+            exponent = true;
+            i += 1;
+            if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+                i += 1;
+            }
+            let e = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == e {
+                return Err(invalid(start));
+            }
+        }
+        if !ends_value(i) {
+            return Err(invalid(start));
+        }
+        // Only a long mantissa or an exponent can overflow; parse those.
+        if exponent || i - start >= 25 {
+            let text = std::str::from_utf8(&b[start..i]).map_err(|_| invalid(start))?;
+            match text.parse::<f64>() {
+                Ok(v) if v.is_finite() => {}
+                Ok(_) => return Err((start, ErrorKind::FloatOutOfRange(name()))),
+                Err(_) => return Err(invalid(start)),
+            }
+        }
+        Ok(i)
+    }
+}
+
+/// A key for an error message, unescaped.
+fn key_string(b: &[u8], start: usize, end: usize) -> String {
+    let raw = String::from_utf8_lossy(&b[start..end]);
+    unescape(&raw, EscapeSet::Key)
+}
+
+fn fits_i64(digits: &[u8], negative: bool) -> bool {
+    let limit: u64 = if negative {
+        i64::MIN.unsigned_abs()
+    } else {
+        i64::MAX as u64
+    };
+    parse_u64(digits).is_some_and(|v| v <= limit)
+}
+
+fn fits_u64(digits: &[u8]) -> bool {
+    parse_u64(digits).is_some()
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}

@@ -1,0 +1,535 @@
+//! One configuration vocabulary for all four services.
+//!
+//! A deployment has one TOML file with a section per concern; every service
+//! reads the whole file and validates the sections it uses, so the same file
+//! can be handed to every process. Layers, later wins:
+//!
+//! 1. the defaults written on each field below;
+//! 2. the TOML file given with `--config FILE` (or `TRIDENT_CONFIG`);
+//! 3. environment variables `TRIDENT_<SECTION>_<KEY>`, e.g.
+//!    `TRIDENT_KAFKA_BROKERS=127.0.0.1:9092` sets `kafka.brokers` and
+//!    `TRIDENT_INFLUX_URLS=http://a:8086,http://b:8086` sets `influx.urls`.
+//!    Deeper keys use `__`: `TRIDENT_GATEWAY_LISTEN` is `gateway.listen`.
+//!    These are the very lines `scripts/stack env` prints, so a service
+//!    started in a shell that sourced them talks to the local stack.
+//!
+//! Unknown keys are refused (a typo must not silently fall back to a default)
+//! and [`Config::validate`] explains, per key, what to fix.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Uncased;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Error, Result};
+
+/// The sections of the file; also the first word of every environment key.
+const SECTIONS: &[&str] = &[
+    "telemetry",
+    "influx",
+    "kafka",
+    "clickhouse",
+    "gateway",
+    "downsampler",
+    "alerter",
+    "writer",
+];
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+    /// The InfluxDB 1.x nodes that form the storage cluster.
+    pub influx: InfluxConfig,
+    /// The Kafka-protocol brokers and topics of the raw and alert streams.
+    pub kafka: KafkaConfig,
+    /// The ClickHouse server the writer feeds.
+    pub clickhouse: ClickHouseConfig,
+    /// The ingest gateway (InfluxDB write API).
+    pub gateway: GatewayConfig,
+    /// The downsampler (rollups from the raw topic).
+    pub downsampler: DownsamplerConfig,
+    /// The streaming alerter (rules on the alert topic).
+    pub alerter: AlerterConfig,
+    /// The ClickHouse writer (business metrics from the raw topic).
+    pub writer: WriterConfig,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// A `tracing` filter such as `info` or `info,trident=debug`.
+    /// `RUST_LOG`, when set, wins over this.
+    pub log: String,
+    /// `text` for people, `json` for log shippers.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The InfluxDB storage cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxConfig {
+    /// HTTP base URLs of the InfluxDB nodes, e.g. `["http://10.0.0.1:8086"]`;
+    /// in the environment, comma-separated.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub urls: Vec<String>,
+    /// Timeout of one HTTP request to a node.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for InfluxConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The Kafka-protocol streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers of the raw stream, `host:port`, comma-separated in
+    /// the environment.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub brokers: Vec<String>,
+    /// Brokers of the alert stream. Empty means the same as `brokers`; a
+    /// separate cluster keeps alerts firing when the raw stream's is down.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub alert_brokers: Vec<String>,
+    /// The topic every accepted point is appended to.
+    pub raw_topic: String,
+    /// The topic the alerter reads.
+    pub alert_topic: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            alert_brokers: Vec::new(),
+            raw_topic: "trident.raw".to_owned(),
+            alert_topic: "trident.alerts".to_owned(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The broker list of the alert stream (`alert_brokers`, else `brokers`).
+    pub fn alert_brokers(&self) -> &[String] {
+        if self.alert_brokers.is_empty() {
+            &self.brokers
+        } else {
+            &self.alert_brokers
+        }
+    }
+}
+
+/// The ClickHouse server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP URL, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database the writer creates its tables in.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password (never printed by `--check-config`).
+    #[serde(serialize_with = "redact")]
+    pub password: String,
+    /// Check row types against the table schema on insert. Servers older
+    /// than ~21.x lack the setting this check needs; turn it off for them.
+    pub validation: bool,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            database: "trident".to_owned(),
+            user: "default".to_owned(),
+            password: String::new(),
+            validation: true,
+        }
+    }
+}
+
+/// The ingest gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address of the InfluxDB-compatible HTTP API (also `/health`, `/metrics`).
+    pub listen: SocketAddr,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
+        }
+    }
+}
+
+/// The downsampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownsamplerConfig {
+    /// Address of `/health` and `/metrics`.
+    pub admin_listen: SocketAddr,
+}
+
+impl Default for DownsamplerConfig {
+    fn default() -> Self {
+        Self {
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9271)),
+        }
+    }
+}
+
+/// The alerter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlerterConfig {
+    /// Address of `/health`, `/metrics` and `/alerts`.
+    pub admin_listen: SocketAddr,
+}
+
+impl Default for AlerterConfig {
+    fn default() -> Self {
+        Self {
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9272)),
+        }
+    }
+}
+
+/// The ClickHouse writer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Address of `/health` and `/metrics`.
+    pub admin_listen: SocketAddr,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9273)),
+        }
+    }
+}
+
+/// Which service is validating; each needs different sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `ingest-gateway`.
+    Gateway,
+    /// `downsampler`.
+    Downsampler,
+    /// `alerter`.
+    Alerter,
+    /// `writer`.
+    Writer,
+}
+
+impl Config {
+    /// Loads the layers: defaults, then `file` if given, then `TRIDENT_*`
+    /// variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        Self::load_from(file, Env::prefixed("TRIDENT_"))
+    }
+
+    /// Like [`Config::load`] with the environment layer given explicitly
+    /// (tests pass a provider over their own variables).
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // Figment treats a missing file as empty; a user who named a file
+            // wants to hear that it is not there.
+            std::fs::metadata(path).map_err(|source| Error::ConfigFile {
+                path: path.to_owned(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env.filter_map(env_key_to_path));
+        figment
+            .extract()
+            .map_err(|e| Error::ConfigParse(Box::new(e)))
+    }
+
+    /// Checks the sections `service` uses and says, per key, what to fix.
+    pub fn validate(&self, service: Service) -> Result<()> {
+        let uses_influx = matches!(service, Service::Gateway | Service::Downsampler);
+        let uses_raw_stream = !matches!(service, Service::Alerter);
+        let uses_alert_stream = matches!(service, Service::Gateway | Service::Alerter);
+        if uses_influx {
+            if self.influx.urls.is_empty() {
+                return Err(invalid(
+                    "influx.urls",
+                    "is empty: list the HTTP URLs of the InfluxDB nodes, e.g. [\"http://127.0.0.1:8086\"]",
+                ));
+            }
+            for url in &self.influx.urls {
+                check_http_url("influx.urls", url)?;
+            }
+            if self.influx.timeout.is_zero() {
+                return Err(invalid("influx.timeout", "must be longer than 0s"));
+            }
+        }
+        if uses_raw_stream || uses_alert_stream {
+            let brokers = if uses_raw_stream {
+                ("kafka.brokers", &self.kafka.brokers[..])
+            } else {
+                ("kafka.alert_brokers", self.kafka.alert_brokers())
+            };
+            if brokers.1.is_empty() {
+                return Err(invalid(
+                    brokers.0,
+                    "is empty: list the Kafka bootstrap brokers as host:port",
+                ));
+            }
+            for broker in self.kafka.brokers.iter().chain(&self.kafka.alert_brokers) {
+                check_host_port("kafka.brokers", broker)?;
+            }
+        }
+        if uses_raw_stream && self.kafka.raw_topic.trim().is_empty() {
+            return Err(invalid("kafka.raw_topic", "must name a topic"));
+        }
+        if uses_alert_stream && self.kafka.alert_topic.trim().is_empty() {
+            return Err(invalid("kafka.alert_topic", "must name a topic"));
+        }
+        if service == Service::Writer {
+            if self.clickhouse.url.is_empty() {
+                return Err(invalid(
+                    "clickhouse.url",
+                    "is empty: give the ClickHouse HTTP URL, e.g. http://127.0.0.1:8123",
+                ));
+            }
+            check_http_url("clickhouse.url", &self.clickhouse.url)?;
+            if self.clickhouse.database.trim().is_empty() {
+                return Err(invalid("clickhouse.database", "must name a database"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `kafka_brokers` → `kafka.brokers`, `gateway_a__b` → `gateway.a.b`;
+/// variables whose first word is no section (e.g. `TRIDENT_STACK_DIR`) are
+/// not configuration and are ignored.
+fn env_key_to_path(key: &figment::value::UncasedStr) -> Option<Uncased<'static>> {
+    let key = key.as_str().to_ascii_lowercase();
+    SECTIONS.iter().find_map(|section| {
+        let rest = key.strip_prefix(section)?.strip_prefix('_')?;
+        (!rest.is_empty())
+            .then(|| Uncased::from_owned(format!("{section}.{}", rest.replace("__", "."))))
+    })
+}
+
+fn invalid(key: &str, reason: &str) -> Error {
+    Error::ConfigInvalid {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            invalid(
+                key,
+                &format!("has `{url}`, which is not an http:// or https:// URL"),
+            )
+        })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(invalid(key, &format!("has `{url}`, which names no host")));
+    }
+    Ok(())
+}
+
+fn check_host_port(key: &str, addr: &str) -> Result<()> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            &format!("has `{addr}`, which is not host:port (e.g. 127.0.0.1:9092)"),
+        ))
+    }
+}
+
+/// Accepts a TOML array or a comma-separated string (how lists arrive from
+/// the environment).
+fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn redact<S: Serializer>(secret: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if secret.is_empty() { "" } else { "<redacted>" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(jail: &Jail, file: Option<&str>) -> Result<Config> {
+        Config::load_from(
+            file.map(|f| jail.directory().join(f)).as_deref(),
+            Env::prefixed("TRIDENT_"),
+        )
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "trident.toml",
+                r#"
+                [influx]
+                urls = ["http://a:8086", "http://b:8086"]
+                timeout = "3s"
+                [kafka]
+                brokers = ["file:9092"]
+                "#,
+            )?;
+            jail.set_env("TRIDENT_KAFKA_BROKERS", "env1:9092, env2:9092");
+            jail.set_env("TRIDENT_GATEWAY_LISTEN", "127.0.0.1:18086");
+            jail.set_env("TRIDENT_STACK_DIR", "/not/config");
+            let config = load_in_jail(jail, Some("trident.toml")).expect("loads");
+            assert_eq!(config.influx.urls, ["http://a:8086", "http://b:8086"]);
+            assert_eq!(config.influx.timeout, Duration::from_secs(3));
+            assert_eq!(config.kafka.brokers, ["env1:9092", "env2:9092"]);
+            assert_eq!(config.kafka.raw_topic, "trident.raw", "default kept");
+            assert_eq!(config.gateway.listen, "127.0.0.1:18086".parse().unwrap());
+            config.validate(Service::Gateway).expect("valid");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_refused_and_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("trident.toml", "[kafka]\nbrokerz = [\"a:1\"]\n")?;
+            let err = load_in_jail(jail, Some("trident.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("brokerz"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_environment_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TRIDENT_KAFKA_BROKRES", "a:1");
+            let err = load_in_jail(jail, None).unwrap_err().to_string();
+            assert!(err.contains("brokres"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        Jail::expect_with(|jail| {
+            let err = load_in_jail(jail, Some("nope.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn validation_names_the_key_to_fix() {
+        let mut config = Config::default();
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("influx.urls"), "{err}");
+
+        config.influx.urls = vec!["localhost:8086".into()];
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("not an http://"), "{err}");
+
+        config.influx.urls = vec!["http://localhost:8086".into()];
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("kafka.brokers"), "{err}");
+
+        config.kafka.brokers = vec!["localhost".into()];
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("host:port"), "{err}");
+
+        config.kafka.brokers = vec!["localhost:9092".into()];
+        config.validate(Service::Gateway).expect("valid now");
+
+        let err = config.validate(Service::Writer).unwrap_err().to_string();
+        assert!(err.contains("clickhouse.url"), "{err}");
+    }
+
+    #[test]
+    fn alerter_uses_its_own_brokers_when_given() {
+        let mut config = Config::default();
+        config.kafka.alert_brokers = vec!["alerts:9092".into()];
+        config
+            .validate(Service::Alerter)
+            .expect("alert brokers suffice");
+        assert_eq!(config.kafka.alert_brokers(), ["alerts:9092"]);
+    }
+
+    #[test]
+    fn password_is_redacted_when_printed() {
+        let mut config = Config::default();
+        config.clickhouse.password = "hunter2".into();
+        let printed = serde_json::to_string(&config).unwrap();
+        assert!(!printed.contains("hunter2"));
+        assert!(printed.contains("<redacted>"));
+    }
+}
