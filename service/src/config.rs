@@ -21,8 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::value::Uncased;
+use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
@@ -264,12 +263,19 @@ impl Config {
     /// Loads the layers: defaults, then `file` if given, then `TRIDENT_*`
     /// variables from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self> {
-        Self::load_from(file, Env::prefixed("TRIDENT_"))
+        Self::load_with_env(file, std::env::vars())
     }
 
-    /// Like [`Config::load`] with the environment layer given explicitly
-    /// (tests pass a provider over their own variables).
-    fn load_from(file: Option<&Path>, env: Env) -> Result<Self> {
+    /// Like [`Config::load`] with the environment given explicitly, e.g. the
+    /// `environment:` block of a deployment file, or a test's variables.
+    pub fn load_with_env<K, V>(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             // Figment treats a missing file as empty; a user who named a file
@@ -280,7 +286,24 @@ impl Config {
             })?;
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(env.filter_map(env_key_to_path));
+        // Sorted, so that the outcome does not depend on the order the
+        // environment happens to list its variables in.
+        let mut vars: Vec<(String, figment::value::Value)> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let path = env_key_to_path(k.as_ref())?;
+                // Values parse as TOML-like scalars ("true", "3", "[a, b]").
+                let value = v
+                    .as_ref()
+                    .parse::<figment::value::Value>()
+                    .unwrap_or_else(|never| match never {});
+                Some((path, value))
+            })
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, value) in vars {
+            figment = figment.merge(Serialized::global(&path, value));
+        }
         figment
             .extract()
             .map_err(|e| Error::ConfigParse(Box::new(e)))
@@ -343,15 +366,15 @@ impl Config {
     }
 }
 
-/// `kafka_brokers` → `kafka.brokers`, `gateway_a__b` → `gateway.a.b`;
-/// variables whose first word is no section (e.g. `TRIDENT_STACK_DIR`) are
-/// not configuration and are ignored.
-fn env_key_to_path(key: &figment::value::UncasedStr) -> Option<Uncased<'static>> {
-    let key = key.as_str().to_ascii_lowercase();
+/// The configuration key an environment variable sets:
+/// `TRIDENT_KAFKA_BROKERS` → `kafka.brokers`, `TRIDENT_GATEWAY_A__B` →
+/// `gateway.a.b`. Variables whose first word is no section (e.g.
+/// `TRIDENT_STACK_DIR`, `TRIDENT_CONFIG`) are not configuration: `None`.
+pub fn env_key_to_path(var: &str) -> Option<String> {
+    let key = var.strip_prefix("TRIDENT_")?.to_ascii_lowercase();
     SECTIONS.iter().find_map(|section| {
         let rest = key.strip_prefix(section)?.strip_prefix('_')?;
-        (!rest.is_empty())
-            .then(|| Uncased::from_owned(format!("{section}.{}", rest.replace("__", "."))))
+        (!rest.is_empty()).then(|| format!("{section}.{}", rest.replace("__", ".")))
     })
 }
 
@@ -418,15 +441,14 @@ fn redact<S: Serializer>(secret: &str, serializer: S) -> Result<S::Ok, S::Error>
 }
 
 #[cfg(test)]
+// figment's Jail returns its own large error type; fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
 
     fn load_in_jail(jail: &Jail, file: Option<&str>) -> Result<Config> {
-        Config::load_from(
-            file.map(|f| jail.directory().join(f)).as_deref(),
-            Env::prefixed("TRIDENT_"),
-        )
+        Config::load(file.map(|f| jail.directory().join(f)).as_deref())
     }
 
     #[test]
@@ -487,6 +509,30 @@ mod tests {
             assert!(err.contains("nope.toml"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn explicit_environment_maps_like_the_process_one() {
+        let config = Config::load_with_env(
+            None,
+            [
+                ("TRIDENT_INFLUX_URLS", "http://a:1,http://b:2"),
+                ("TRIDENT_KAFKA_BROKERS", "k:9092"),
+                ("TRIDENT_CLICKHOUSE_VALIDATION", "false"),
+                ("TRIDENT_INFLUX_TIMEOUT", "250ms"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.influx.urls, ["http://a:1", "http://b:2"]);
+        assert_eq!(config.kafka.brokers, ["k:9092"]);
+        assert!(!config.clickhouse.validation);
+        assert_eq!(config.influx.timeout, Duration::from_millis(250));
+        assert_eq!(env_key_to_path("TRIDENT_STACK_DIR"), None);
+        assert_eq!(
+            env_key_to_path("TRIDENT_GATEWAY_A__B").as_deref(),
+            Some("gateway.a.b")
+        );
     }
 
     #[test]
