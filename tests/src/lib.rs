@@ -7,7 +7,8 @@
 //! ```text
 //! .stack/env ──StackEnv::load()──► URLs, brokers, topic names
 //! unique_name("db") ──► names no other test (or earlier run) uses
-//! InfluxDb / KafkaTopic / ClickHouseDb ──► created for one test, dropped after it
+//! InfluxDb / ClickHouseDb ──► created for one test, dropped after it
+//! KafkaTopic ──► created for one test (kept: see its docs)
 //! ```
 //!
 //! A missing stack is an error, not a skip: a test suite that silently ran
@@ -278,12 +279,16 @@ pub async fn influx_query(url: &str, q: &str, db: Option<&str>) -> Result<serde_
     })
 }
 
-/// A Kafka topic created for one test, deleted after it.
+/// A Kafka topic created for one test.
+///
+/// It is **not deleted** afterwards: tansu 0.6 (the local broker) deletes
+/// every topic of the cluster when asked to delete one, which would take
+/// the stack's own topics with it. Names are unique, so leftovers are
+/// harmless; `scripts/stack down` plus removing `.stack/` starts afresh.
 #[derive(Debug)]
 pub struct KafkaTopic {
     /// The topic name.
     pub name: String,
-    brokers: String,
 }
 
 impl KafkaTopic {
@@ -306,23 +311,7 @@ impl KafkaTopic {
                 });
             }
         }
-        Ok(Self {
-            name,
-            brokers: env.kafka_brokers.clone(),
-        })
-    }
-}
-
-impl Drop for KafkaTopic {
-    fn drop(&mut self) {
-        let (name, brokers) = (self.name.clone(), self.brokers.clone());
-        cleanup_blocking(async move {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()?;
-            admin.delete_topics(&[&name], &AdminOptions::new()).await?;
-            Ok(())
-        });
+        Ok(Self { name })
     }
 }
 
@@ -333,7 +322,7 @@ pub struct ClickHouseDb {
     pub name: String,
     /// A client bound to it.
     pub client: clickhouse::Client,
-    root: clickhouse::Client,
+    env: StackEnv,
 }
 
 impl ClickHouseDb {
@@ -347,14 +336,16 @@ impl ClickHouseDb {
         Ok(Self {
             client: env.clickhouse(&name),
             name,
-            root,
+            env: env.clone(),
         })
     }
 }
 
 impl Drop for ClickHouseDb {
     fn drop(&mut self) {
-        let (name, root) = (self.name.clone(), self.root.clone());
+        // A new client: the test's one pools connections whose tasks live on
+        // the test's runtime, which is blocked while this runs.
+        let (name, root) = (self.name.clone(), self.env.clickhouse("default"));
         cleanup_blocking(async move {
             root.query(&format!("DROP DATABASE IF EXISTS {name}"))
                 .execute()
