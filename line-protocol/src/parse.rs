@@ -714,6 +714,64 @@ const MEASUREMENT_STOP: [bool; 256] = {
     t
 };
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Eight bytes at `i`, if there are eight.
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> Option<u64> {
+    let bytes: [u8; 8] = b.get(i..i + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// High bit set in every byte of `v` below `n` (`n` ≤ 128); the lowest
+/// flagged byte is exact, higher ones may be false positives.
+#[inline(always)]
+fn bytes_below(v: u64, n: u8) -> u64 {
+    v.wrapping_sub(LO * u64::from(n)) & !v & HI
+}
+
+/// High bit set in every byte of `v` equal to `c` (lowest flag exact).
+#[inline(always)]
+fn bytes_equal(v: u64, c: u8) -> u64 {
+    let x = v ^ (LO * u64::from(c));
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// The first byte at or after `i` that is in `stop`, eight bytes at a time:
+/// a word is skipped whole when it holds no control byte, space, `,`, `\\`
+/// (nor `=` when `stop` has it). Token bytes are mostly plain, so most words
+/// are skipped.
+#[inline(always)]
+fn find_stop(b: &[u8], mut i: usize, stop: &[bool; 256]) -> usize {
+    let with_eq = stop[usize::from(b'=')];
+    loop {
+        while let Some(w) = word_at(b, i) {
+            let mut m = bytes_below(w, 0x21) | bytes_equal(w, b',') | bytes_equal(w, b'\\');
+            if with_eq {
+                m |= bytes_equal(w, b'=');
+            }
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        // `i` is at a candidate byte, or fewer than eight bytes are left.
+        if word_at(b, i).is_none() {
+            while i < b.len() && !stop[usize::from(b[i])] {
+                i += 1;
+            }
+            return i;
+        }
+        if stop[usize::from(b[i])] {
+            return i;
+        }
+        // A candidate that is no stop (e.g. a tab): step over it.
+        i += 1;
+    }
+}
+
 type ScanResult<T> = Result<T, (usize, ErrorKind)>;
 
 /// A key recorded for duplicate checks: range and whether it has escapes.
@@ -754,19 +812,32 @@ impl Scanner<'_, '_> {
         }
     }
 
+    #[inline]
     fn key_cmp(&self, a: KeyRef, b: KeyRef) -> std::cmp::Ordering {
         if !a.escaped && !b.escaped {
-            self.b[a.start as usize..a.end as usize].cmp(&self.b[b.start as usize..b.end as usize])
+            let (x, y) = (
+                &self.b[a.start as usize..a.end as usize],
+                &self.b[b.start as usize..b.end as usize],
+            );
+            // Neighbouring keys usually differ in their first byte; decide
+            // that without a call into memcmp.
+            match x[0].cmp(&y[0]) {
+                std::cmp::Ordering::Equal => x.cmp(y),
+                decided => decided,
+            }
         } else {
             self.key_bytes(a, EscapeSet::Key)
                 .cmp(self.key_bytes(b, EscapeSet::Key))
         }
     }
 
+    #[inline]
     fn is_reserved(&self, k: KeyRef) -> bool {
-        let len = (k.end - k.start) as usize;
-        if !k.escaped && !matches!(len, 4 | 6 | 12) {
-            return false;
+        let raw = &self.b[k.start as usize..k.end as usize];
+        if !k.escaped {
+            // Reserved keys start with `t` or `_`: most keys leave here.
+            return matches!(raw.first(), Some(b't' | b'_'))
+                && matches!(raw, b"time" | b"_field" | b"_measurement");
         }
         let bytes = self.key_bytes(k, EscapeSet::Key);
         [&b"time"[..], b"_field", b"_measurement"]
@@ -788,9 +859,7 @@ impl Scanner<'_, '_> {
         let mut m_escaped = false;
         let has_tags;
         loop {
-            while i < b.len() && !MEASUREMENT_STOP[b[i] as usize] {
-                i += 1;
-            }
+            i = find_stop(b, i, &MEASUREMENT_STOP);
             if i >= b.len() {
                 return Err((i, ErrorKind::MissingFields));
             }
@@ -830,9 +899,7 @@ impl Scanner<'_, '_> {
                 }
                 let mut k_escaped = false;
                 loop {
-                    while i < b.len() && !TOKEN_STOP[b[i] as usize] {
-                        i += 1;
-                    }
+                    i = find_stop(b, i, &TOKEN_STOP);
                     if i >= b.len() {
                         return Err((i, ErrorKind::MissingTagValue));
                     }
@@ -858,9 +925,7 @@ impl Scanner<'_, '_> {
                 }
                 let mut v_escaped = false;
                 let more = loop {
-                    while i < b.len() && !TOKEN_STOP[b[i] as usize] {
-                        i += 1;
-                    }
+                    i = find_stop(b, i, &TOKEN_STOP);
                     if i >= b.len() {
                         return Err((i, ErrorKind::MissingFields));
                     }
@@ -920,9 +985,10 @@ impl Scanner<'_, '_> {
             return Err((i, ErrorKind::MissingFields));
         }
         let f_start = i;
-        // A 64-bit signature of the keys seen so far: a full comparison runs
-        // only when a key's signature bit is already set.
-        let mut seen_sigs = 0u64;
+        // Signatures (length, first, second and last byte) of the keys seen
+        // so far: a full comparison runs only when two signatures are equal.
+        let mut sigs = [0u32; 16];
+        let mut n_sigs = 0usize;
         let mut duplicate_fields = false;
         let mut unique_fields = 0u32;
         let f_end = loop {
@@ -932,9 +998,7 @@ impl Scanner<'_, '_> {
             }
             let mut k_escaped = false;
             loop {
-                while i < b.len() && !TOKEN_STOP[b[i] as usize] {
-                    i += 1;
-                }
+                i = find_stop(b, i, &TOKEN_STOP);
                 if i >= b.len() {
                     return Err((
                         k_start,
@@ -980,14 +1044,21 @@ impl Scanner<'_, '_> {
                     },
                 ));
             }
-            let sig = 1u64
-                << (((i - k_start) * 7 + usize::from(b[k_start]) + usize::from(b[i - 1])) % 64);
-            if seen_sigs & sig != 0 && self.field_seen_before(f_start, key) {
+            let len = i - k_start;
+            let sig = ((len as u32 & 0xff) << 24)
+                | (u32::from(b[k_start]) << 16)
+                | (u32::from(b[k_start + usize::from(len > 1)]) << 8)
+                | u32::from(b[i - 1]);
+            let maybe_seen = n_sigs > sigs.len() || sigs[..n_sigs].contains(&sig);
+            if maybe_seen && self.field_seen_before(f_start, key) {
                 duplicate_fields = true;
             } else {
                 unique_fields += 1;
             }
-            seen_sigs |= sig;
+            if n_sigs < sigs.len() {
+                sigs[n_sigs] = sig;
+            }
+            n_sigs += 1;
             i += 1;
             i = self.value(i, key)?;
             if i < b.len() && b[i] == b',' {
@@ -1012,22 +1083,27 @@ impl Scanner<'_, '_> {
                 i += 1;
             }
             let d_start = i;
-            let mut value: i64 = 0;
-            let mut overflow = false;
             while i < b.len() && b[i].is_ascii_digit() {
-                let d = i64::from(b[i] - b'0');
-                match value.checked_mul(10).and_then(|v| {
-                    if negative {
-                        v.checked_sub(d)
-                    } else {
-                        v.checked_add(d)
-                    }
-                }) {
-                    Some(v) => value = v,
-                    None => overflow = true,
-                }
                 i += 1;
             }
+            let digits = &b[d_start..i];
+            // Up to 18 digits cannot overflow; only longer ones need checks.
+            let magnitude = if digits.len() <= 18 {
+                Some(
+                    digits
+                        .iter()
+                        .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
+                )
+            } else {
+                parse_u64(digits)
+            };
+            let (value, overflow) = match magnitude {
+                Some(m) if negative && m <= i64::MIN.unsigned_abs() => {
+                    (0i64.wrapping_sub_unsigned(m), false)
+                }
+                Some(m) if !negative && m <= i64::MAX as u64 => (m as i64, false),
+                _ => (0, true),
+            };
             if i == d_start || !(is_terminator(b, i) || b[i] == b' ') {
                 return Err((i, ErrorKind::BadTimestamp));
             }
