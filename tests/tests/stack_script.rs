@@ -1,0 +1,82 @@
+//! `scripts/stack` itself: idempotent `up`, a clear error for a taken port.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack")
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(script())
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run scripts/stack")
+}
+
+fn pids(state_dir: &Path) -> Vec<(String, String)> {
+    let mut pids: Vec<(String, String)> = std::fs::read_dir(state_dir)
+        .expect("state dir")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid = std::fs::read_to_string(e.path().join("pid")).ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                pid.trim().to_owned(),
+            ))
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+#[test]
+fn up_again_is_harmless_and_keeps_every_server() {
+    let env = trident_e2e::StackEnv::load().expect("stack env (scripts/stack up)");
+    let state_dir = PathBuf::from(&env.vars["TRIDENT_STACK_DIR"]);
+    let before = pids(&state_dir);
+    assert_eq!(
+        before.len(),
+        5,
+        "3 InfluxDB nodes, ClickHouse, broker: {before:?}"
+    );
+
+    let dir = state_dir.to_string_lossy().into_owned();
+    let out = run(&["up"], &[("TRIDENT_STACK_DIR", &dir)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert_eq!(pids(&state_dir), before, "no server was restarted");
+
+    let status = run(&["status"], &[("TRIDENT_STACK_DIR", &dir)]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(text.matches(" healthy").count(), 5, "{text}");
+}
+
+#[test]
+fn a_taken_port_is_named_and_nothing_is_started() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    // The first InfluxDB node listens on base + 1.
+    let base = (port - 1).to_string();
+    let dir = std::env::temp_dir().join(trident_e2e::unique_name("stack"));
+    let dir_s = dir.to_string_lossy().into_owned();
+
+    let out = run(
+        &["up"],
+        &[
+            ("TRIDENT_STACK_DIR", &dir_s),
+            ("TRIDENT_STACK_PORT_BASE", &base),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail: {stderr}");
+    assert!(
+        stderr.contains(&format!("port {port}")) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    assert!(pids(&dir).is_empty(), "nothing was started");
+    let _ = std::fs::remove_dir_all(&dir);
+}
