@@ -772,6 +772,25 @@ fn find_stop(b: &[u8], mut i: usize, stop: &[bool; 256]) -> usize {
     }
 }
 
+/// Scans a token from `i` to its first unescaped delimiter in `stop`
+/// (escapes and a `\r` that ends no line are part of the token). Returns
+/// the delimiter's index (or `b.len()`) and whether the token has escapes.
+#[inline(always)]
+fn scan_token(b: &[u8], mut i: usize, stop: &[bool; 256]) -> (usize, bool) {
+    let mut escaped = false;
+    loop {
+        i = find_stop(b, i, stop);
+        match b.get(i) {
+            Some(b'\\') => {
+                escaped = true;
+                i = skip_escape(b, i);
+            }
+            Some(b'\r') if !is_terminator(b, i) => i += 1,
+            _ => return (i, escaped),
+        }
+    }
+}
+
 type ScanResult<T> = Result<T, (usize, ErrorKind)>;
 
 /// A key recorded for duplicate checks: range and whether it has escapes.
@@ -856,30 +875,13 @@ impl Scanner<'_, '_> {
         if b[i] == b',' {
             return Err((i, ErrorKind::MissingMeasurement));
         }
-        let mut m_escaped = false;
-        let has_tags;
-        loop {
-            i = find_stop(b, i, &MEASUREMENT_STOP);
-            if i >= b.len() {
-                return Err((i, ErrorKind::MissingFields));
-            }
-            match b[i] {
-                b'\\' => {
-                    m_escaped = true;
-                    i = skip_escape(b, i);
-                }
-                b',' => {
-                    has_tags = true;
-                    break;
-                }
-                b' ' => {
-                    has_tags = false;
-                    break;
-                }
-                b'\r' if !is_terminator(b, i) => i += 1,
-                _ => return Err((i, ErrorKind::MissingFields)),
-            }
-        }
+        let m_escaped;
+        (i, m_escaped) = scan_token(b, i, &MEASUREMENT_STOP);
+        let has_tags = match b.get(i) {
+            Some(b',') => true,
+            Some(b' ') => false,
+            _ => return Err((i, ErrorKind::MissingFields)),
+        };
         let m_end = i;
         any_escapes |= m_escaped;
 
@@ -897,21 +899,10 @@ impl Scanner<'_, '_> {
                 if is_terminator(b, i) || matches!(b[i], b' ' | b',' | b'=') {
                     return Err((i, ErrorKind::MissingTagKey));
                 }
-                let mut k_escaped = false;
-                loop {
-                    i = find_stop(b, i, &TOKEN_STOP);
-                    if i >= b.len() {
-                        return Err((i, ErrorKind::MissingTagValue));
-                    }
-                    match b[i] {
-                        b'\\' => {
-                            k_escaped = true;
-                            i = skip_escape(b, i);
-                        }
-                        b'=' => break,
-                        b'\r' if !is_terminator(b, i) => i += 1,
-                        _ => return Err((i, ErrorKind::MissingTagValue)),
-                    }
+                let k_escaped;
+                (i, k_escaped) = scan_token(b, i, &TOKEN_STOP);
+                if b.get(i) != Some(&b'=') {
+                    return Err((i, ErrorKind::MissingTagValue));
                 }
                 let key = KeyRef {
                     start: k_start as u32,
@@ -923,23 +914,13 @@ impl Scanner<'_, '_> {
                 if is_terminator(b, i) || matches!(b[i], b' ' | b',') {
                     return Err((i, ErrorKind::MissingTagValue));
                 }
-                let mut v_escaped = false;
-                let more = loop {
-                    i = find_stop(b, i, &TOKEN_STOP);
-                    if i >= b.len() {
-                        return Err((i, ErrorKind::MissingFields));
-                    }
-                    match b[i] {
-                        b'\\' => {
-                            v_escaped = true;
-                            i = skip_escape(b, i);
-                        }
-                        b',' => break true,
-                        b' ' => break false,
-                        b'=' => return Err((i, ErrorKind::InvalidTagFormat)),
-                        b'\r' if !is_terminator(b, i) => i += 1,
-                        _ => return Err((i, ErrorKind::MissingFields)),
-                    }
+                let v_escaped;
+                (i, v_escaped) = scan_token(b, i, &TOKEN_STOP);
+                let more = match b.get(i) {
+                    Some(b',') => true,
+                    Some(b' ') => false,
+                    Some(b'=') => return Err((i, ErrorKind::InvalidTagFormat)),
+                    _ => return Err((i, ErrorKind::MissingFields)),
                 };
                 any_escapes |= k_escaped || v_escaped;
                 if self.is_reserved(key) {
@@ -996,29 +977,13 @@ impl Scanner<'_, '_> {
             if b[i] == b'=' || b[i] == b',' {
                 return Err((i, ErrorKind::MissingFieldKey));
             }
-            let mut k_escaped = false;
-            loop {
-                i = find_stop(b, i, &TOKEN_STOP);
-                if i >= b.len() {
-                    return Err((
-                        k_start,
-                        ErrorKind::InvalidFieldFormat(self.key_string(k_start, i)),
-                    ));
-                }
-                match b[i] {
-                    b'\\' => {
-                        k_escaped = true;
-                        i = skip_escape(b, i);
-                    }
-                    b'=' => break,
-                    b'\r' if !is_terminator(b, i) => i += 1,
-                    _ => {
-                        return Err((
-                            k_start,
-                            ErrorKind::InvalidFieldFormat(self.key_string(k_start, i)),
-                        ));
-                    }
-                }
+            let k_escaped;
+            (i, k_escaped) = scan_token(b, i, &TOKEN_STOP);
+            if b.get(i) != Some(&b'=') {
+                return Err((
+                    k_start,
+                    ErrorKind::InvalidFieldFormat(self.key_string(k_start, i)),
+                ));
             }
             any_escapes |= k_escaped;
             let key = KeyRef {

@@ -25,6 +25,28 @@ pub struct Point {
     pub timestamp: Option<i64>,
 }
 
+impl Point {
+    /// Equality that tells `-0.0` from `0.0` (floats compare by bits), as a
+    /// round trip must preserve them.
+    pub fn same_bits(&self, other: &Point) -> bool {
+        self.measurement == other.measurement
+            && self.tags == other.tags
+            && self.timestamp == other.timestamp
+            && self.fields.len() == other.fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|((ka, va), (kb, vb))| {
+                    ka == kb
+                        && match (va, vb) {
+                            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+                            _ => va == vb,
+                        }
+                })
+    }
+}
+
 /// An owned field value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

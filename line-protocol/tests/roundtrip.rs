@@ -15,21 +15,6 @@ fn parse_all(bytes: &[u8], unsigned: bool) -> Vec<Point> {
         .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(bytes)))
 }
 
-/// Floats compare by bits so that -0.0 and 0.0 are told apart.
-fn same(a: &Point, b: &Point) -> bool {
-    a.measurement == b.measurement
-        && a.tags == b.tags
-        && a.timestamp == b.timestamp
-        && a.fields.len() == b.fields.len()
-        && a.fields.iter().zip(&b.fields).all(|((ka, va), (kb, vb))| {
-            ka == kb
-                && match (va, vb) {
-                    (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
-                    _ => va == vb,
-                }
-        })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -42,7 +27,7 @@ proptest! {
         let parsed = parse_all(writer.as_bytes(), true);
         prop_assert_eq!(parsed.len(), points.len());
         for (a, b) in points.iter().zip(&parsed) {
-            prop_assert!(same(a, b), "{:?}\n!=\n{:?}\n{}", a, b, String::from_utf8_lossy(writer.as_bytes()));
+            prop_assert!(a.same_bits(b), "{:?}\n!=\n{:?}\n{}", a, b, String::from_utf8_lossy(writer.as_bytes()));
         }
     }
 
@@ -57,7 +42,7 @@ proptest! {
         let mut again = LineWriter::new();
         again.write_line(&line).unwrap();
         prop_assert_eq!(again.as_bytes(), &bytes[..], "canonical output is a fixed point");
-        prop_assert!(same(&first[0], &p));
+        prop_assert!(first[0].same_bits(&p));
     }
 
     #[test]
@@ -89,7 +74,7 @@ proptest! {
         prop_assert!(!b.tags_sorted());
         prop_assert_eq!(a.series_key(), b.series_key());
         let b_with_sorted_tags = Point { tags: p.tags.clone(), ..b.to_point() };
-        prop_assert!(same(&a.to_point(), &b_with_sorted_tags));
+        prop_assert!(a.to_point().same_bits(&b_with_sorted_tags));
     }
 }
 

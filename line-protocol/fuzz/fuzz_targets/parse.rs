@@ -7,23 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trident_line_protocol::{
-    LineWriter, Lines, ParseOptions, Point, Precision, Strategy, Value,
-};
-
-fn same(a: &Point, b: &Point) -> bool {
-    a.measurement == b.measurement
-        && a.tags == b.tags
-        && a.timestamp == b.timestamp
-        && a.fields.len() == b.fields.len()
-        && a.fields.iter().zip(&b.fields).all(|((ka, va), (kb, vb))| {
-            ka == kb
-                && match (va, vb) {
-                    (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
-                    _ => va == vb,
-                }
-        })
-}
+use trident_line_protocol::{LineWriter, Lines, ParseOptions, Precision, Strategy};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, body)) = data.split_first() else {
@@ -71,7 +55,9 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // The canonical form sorts tags by key.
                 let mut point = line.to_point();
-                point.tags.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                point
+                    .tags
+                    .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
                 let mut writer = LineWriter::new();
                 // Only tokens line protocol cannot carry (e.g. ending in `\`,
                 // which a parsed token never does at a delimiter) may fail.
@@ -85,7 +71,12 @@ fuzz_target!(|data: &[u8]| {
                     ..opts
                 };
                 let again: Vec<_> = Lines::new(writer.as_bytes(), reparse_opts).collect();
-                assert_eq!(again.len(), 1, "{:?}", String::from_utf8_lossy(writer.as_bytes()));
+                assert_eq!(
+                    again.len(),
+                    1,
+                    "{:?}",
+                    String::from_utf8_lossy(writer.as_bytes())
+                );
                 let reparsed = match &again[0] {
                     Ok(l) => l.to_point(),
                     Err(e) => panic!(
@@ -95,15 +86,21 @@ fuzz_target!(|data: &[u8]| {
                     ),
                 };
                 assert!(
-                    same(&point, &reparsed),
+                    point.same_bits(&reparsed),
                     "round trip changed the point\ninput: {:?}\n{point:?}\n{reparsed:?}",
                     line.text()
                 );
                 let mut again_writer = LineWriter::new();
                 if let Ok(l) = &again[0] {
-                    again_writer.write_line(l).expect("canonical text writes again");
+                    again_writer
+                        .write_line(l)
+                        .expect("canonical text writes again");
                 }
-                assert_eq!(again_writer.as_bytes(), writer.as_bytes(), "canonical form is a fixed point");
+                assert_eq!(
+                    again_writer.as_bytes(),
+                    writer.as_bytes(),
+                    "canonical form is a fixed point"
+                );
             }
         }
     }
