@@ -16,11 +16,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.common.load_config(alerter::SERVICE)?;
-    trident_service::telemetry::init_logs(&config.telemetry)?;
-    if cli.common.check_config {
-        println!("{}", serde_json::to_string_pretty(&config)?);
-        return Ok(());
-    }
-    anyhow::bail!(alerter::NOT_BUILT)
+    cli.common
+        .check_config_only(alerter::SERVICE, alerter::NOT_BUILT)?;
+    Ok(())
 }

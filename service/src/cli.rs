@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::Result;
 use crate::config::{Config, Service};
+use crate::{Error, Result};
 
 /// Flags shared by all services.
 #[derive(Debug, Clone, Args)]
@@ -28,5 +28,20 @@ impl CommonArgs {
         let config = Config::load(self.config.as_deref())?;
         config.validate(service)?;
         Ok(config)
+    }
+
+    /// The whole `main` of a service whose data path is not built yet:
+    /// validate the configuration and print it for `--check-config`,
+    /// otherwise refuse to start with `not_built` as the reason.
+    pub fn check_config_only(&self, service: Service, not_built: &'static str) -> Result<()> {
+        let config = self.load_config(service)?;
+        crate::telemetry::init_logs(&config.telemetry)?;
+        if !self.check_config {
+            return Err(Error::NotBuilt(not_built));
+        }
+        let json =
+            serde_json::to_string_pretty(&config).map_err(|e| Error::Print(e.to_string()))?;
+        println!("{json}");
+        Ok(())
     }
 }

@@ -28,6 +28,12 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    /// The service's data path does not exist yet.
+    #[error("{0}")]
+    NotBuilt(&'static str),
+    /// The effective configuration could not be printed.
+    #[error("cannot print the configuration: {0}")]
+    Print(String),
     /// Installing a signal handler failed.
     #[error("cannot install the {signal} handler: {source}")]
     Signal {

@@ -91,7 +91,7 @@ impl StackEnv {
     pub fn path() -> PathBuf {
         match std::env::var_os("TRIDENT_STACK_DIR") {
             Some(dir) => PathBuf::from(dir).join("env"),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/env"),
+            None => repo_root().join(".stack/env"),
         }
     }
 
@@ -139,6 +139,17 @@ impl StackEnv {
             .with_database(database)
             .with_validation(self.clickhouse_validation)
     }
+}
+
+/// The repository root. Read at run time (cargo sets `CARGO_MANIFEST_DIR`
+/// for the tests it runs): a target directory shared by several checkouts
+/// may hold a test binary compiled in another one, whose compile-time path
+/// would point there.
+pub fn repo_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.join("..")
 }
 
 /// Parses `export K=V` / `K=V` lines; `#` starts a comment line; values may

@@ -10,7 +10,7 @@ use serde_yaml::Value;
 use trident_service::config::{Config, Service};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    trident_e2e::repo_root()
 }
 
 fn compose() -> BTreeMap<String, Value> {

@@ -230,19 +230,20 @@ async fn offsets_for_times_lands_on_the_first_record_at_or_after_the_time() {
     }
 
     let consumer = assigned_consumer(&env, &topic.name, 1);
-    let mut query = TopicPartitionList::new();
-    query
-        .add_partition_offset(&topic.name, 0, Offset::Offset(t0 + 5500))
-        .expect("add");
-    let found = consumer
-        .offsets_for_times(query, Duration::from_secs(10))
-        .expect("offsets_for_times");
-    let offset = found
-        .find_partition(&topic.name, 0)
-        .expect("partition in answer")
-        .offset();
+    let offset_for_time = |ms: i64| {
+        let mut query = TopicPartitionList::new();
+        query
+            .add_partition_offset(&topic.name, 0, Offset::Offset(ms))
+            .expect("add");
+        consumer
+            .offsets_for_times(query, Duration::from_secs(10))
+            .expect("offsets_for_times")
+            .find_partition(&topic.name, 0)
+            .expect("partition in answer")
+            .offset()
+    };
     assert_eq!(
-        offset,
+        offset_for_time(t0 + 5500),
         Offset::Offset(6),
         "record 6 is the first at or after t0+5.5s"
     );
@@ -250,17 +251,7 @@ async fn offsets_for_times_lands_on_the_first_record_at_or_after_the_time() {
     // A time after the last record: Kafka answers the end of the partition
     // (-1, or the high watermark 10); tansu 0.6 answers 0. Consumers of a
     // lookback seek must therefore still filter records by timestamp.
-    let mut query = TopicPartitionList::new();
-    query
-        .add_partition_offset(&topic.name, 0, Offset::Offset(now_ms))
-        .expect("add");
-    let found = consumer
-        .offsets_for_times(query, Duration::from_secs(10))
-        .expect("offsets_for_times");
-    let offset = found
-        .find_partition(&topic.name, 0)
-        .expect("partition")
-        .offset();
+    let offset = offset_for_time(now_ms);
     assert!(
         matches!(offset, Offset::End | Offset::Offset(10) | Offset::Offset(0)),
         "after the last record: {offset:?}"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack")
+    trident_e2e::repo_root().join("scripts/stack")
 }
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {

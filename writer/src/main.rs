@@ -16,11 +16,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.common.load_config(writer::SERVICE)?;
-    trident_service::telemetry::init_logs(&config.telemetry)?;
-    if cli.common.check_config {
-        println!("{}", serde_json::to_string_pretty(&config)?);
-        return Ok(());
-    }
-    anyhow::bail!(writer::NOT_BUILT)
+    cli.common
+        .check_config_only(writer::SERVICE, writer::NOT_BUILT)?;
+    Ok(())
 }
