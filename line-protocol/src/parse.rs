@@ -745,31 +745,50 @@ fn bytes_equal(v: u64, c: u8) -> u64 {
 #[inline(always)]
 fn find_stop(b: &[u8], mut i: usize, stop: &[bool; 256]) -> usize {
     let with_eq = stop[usize::from(b'=')];
-    loop {
-        while let Some(w) = word_at(b, i) {
-            let mut m = bytes_below(w, 0x21) | bytes_equal(w, b',') | bytes_equal(w, b'\\');
-            if with_eq {
-                m |= bytes_equal(w, b'=');
-            }
-            if m != 0 {
-                i += (m.trailing_zeros() / 8) as usize;
-                break;
-            }
+    while let Some(w) = word_at(b, i) {
+        let mut m = bytes_below(w, 0x21) | bytes_equal(w, b',') | bytes_equal(w, b'\\');
+        if with_eq {
+            m |= bytes_equal(w, b'=');
+        }
+        if m == 0 {
             i += 8;
+            continue;
         }
-        // `i` is at a candidate byte, or fewer than eight bytes are left.
-        if word_at(b, i).is_none() {
-            while i < b.len() && !stop[usize::from(b[i])] {
-                i += 1;
-            }
+        i += (m.trailing_zeros() / 8) as usize;
+        // Candidates are control bytes, space, `,`, `\\` and (when it is a
+        // stop) `=`: every one is a stop except control bytes other than
+        // `\n` and `\r`. Deciding by comparison avoids a dependent load.
+        let c = b[i];
+        if c >= b' ' || c == b'\n' || c == b'\r' {
             return i;
         }
-        if stop[usize::from(b[i])] {
-            return i;
-        }
-        // A candidate that is no stop (e.g. a tab): step over it.
         i += 1;
     }
+    while i < b.len() && !stop[usize::from(b[i])] {
+        i += 1;
+    }
+    i
+}
+
+/// The first byte at or after `i` that is not an ASCII digit, eight bytes at
+/// a time (timestamps have 19 digits).
+#[inline(always)]
+fn skip_digits(b: &[u8], mut i: usize) -> usize {
+    while let Some(w) = word_at(b, i) {
+        let t = w ^ (LO * u64::from(b'0'));
+        // Per byte: (t & 0x7f) + 0x76 sets the high bit when t & 0x7f >= 10,
+        // and cannot carry into the next byte; t's own high bit marks bytes
+        // at or above 0x80. Either way: not a digit.
+        let non_digit = (((t & !HI).wrapping_add(LO * 0x76)) | t) & HI;
+        if non_digit != 0 {
+            return i + (non_digit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
 }
 
 /// Scans a token from `i` to its first unescaped delimiter in `stop`
@@ -1048,9 +1067,7 @@ impl Scanner<'_, '_> {
                 i += 1;
             }
             let d_start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
+            i = skip_digits(b, i);
             let digits = &b[d_start..i];
             // Up to 18 digits cannot overflow; only longer ones need checks.
             let magnitude = if digits.len() <= 18 {
@@ -1233,9 +1250,7 @@ impl Scanner<'_, '_> {
             i += 1;
         }
         let int_start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
+        i = skip_digits(b, i);
         let int_digits = i - int_start;
         if i < b.len() && (b[i] == b'i' || b[i] == b'u') {
             let suffix = b[i];
@@ -1265,9 +1280,7 @@ impl Scanner<'_, '_> {
         if i < b.len() && b[i] == b'.' {
             i += 1;
             let f = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
+            i = skip_digits(b, i);
             frac_digits = i - f;
         }
         if int_digits + frac_digits == 0 {
@@ -1281,9 +1294,7 @@ impl Scanner<'_, '_> {
                 i += 1;
             }
             let e = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
+            i = skip_digits(b, i);
             if i == e {
                 return Err(invalid(start));
             }
@@ -1327,4 +1338,36 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time scanners agree with a byte loop for every byte
+    /// value at every position of a word and of the tail.
+    #[test]
+    fn word_scanners_agree_with_byte_loops() {
+        for c in 0..=255u8 {
+            for len in [5usize, 16, 19] {
+                for pos in 0..len {
+                    let mut digits = vec![b'7'; len];
+                    digits[pos] = c;
+                    let expected = if c.is_ascii_digit() { len } else { pos };
+                    assert_eq!(skip_digits(&digits, 0), expected, "byte {c:#x} at {pos}");
+
+                    for table in [&TOKEN_STOP, &MEASUREMENT_STOP] {
+                        let mut token = vec![b'a'; len];
+                        token[pos] = c;
+                        let expected = if table[usize::from(c)] { pos } else { len };
+                        assert_eq!(
+                            find_stop(&token, 0, table),
+                            expected,
+                            "byte {c:#x} at {pos}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
