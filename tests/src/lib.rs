@@ -215,16 +215,26 @@ pub fn http() -> reqwest::Client {
 
 /// POSTs `body` and returns the response text, or an error for a non-2xx.
 pub async fn post_text(url: &str, query: &[(&str, &str)], body: String) -> Result<String> {
-    let resp = http()
-        .post(url)
-        .query(query)
-        .body(body)
-        .send()
-        .await
-        .map_err(|source| HarnessError::Http {
-            url: url.to_owned(),
-            source,
-        })?;
+    send(http().post(url).query(query).body(body), url).await
+}
+
+/// POSTs `body` as `application/json`; the response text, or an error.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<String> {
+    send(
+        http()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+        url,
+    )
+    .await
+}
+
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String> {
+    let resp = request.send().await.map_err(|source| HarnessError::Http {
+        url: url.to_owned(),
+        source,
+    })?;
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|source| HarnessError::Http {
         url: url.to_owned(),

@@ -9,7 +9,9 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use trident_e2e::{ClickHouseDb, InfluxDb, KafkaTopic, StackEnv, influx_query, post_text};
+use trident_e2e::{
+    ClickHouseDb, InfluxDb, KafkaTopic, StackEnv, influx_query, post_json, post_text,
+};
 
 fn env() -> StackEnv {
     StackEnv::load().expect("the stack env file (scripts/stack up)")
@@ -275,4 +277,88 @@ async fn the_stack_created_the_raw_and_alert_topics() {
     let raw: usize = env.vars["TRIDENT_RAW_PARTITIONS"].parse().expect("number");
     assert_eq!(partitions(&env.raw_topic), Some(raw));
     assert!(partitions(&env.alert_topic).is_some_and(|n| n > 0));
+}
+
+/// etcd (the cluster topology store) answers through its v3 HTTP gateway.
+#[tokio::test]
+async fn etcd_stores_and_returns_a_key() {
+    let env = env();
+    let url = env
+        .vars
+        .get("TRIDENT_ETCD_ENDPOINTS")
+        .expect("etcd in the stack: scripts/stack up --with etcd");
+    let key = trident_e2e::unique_name("key");
+    let b64 = |s: &str| base64_encode(s.as_bytes());
+    post_json(
+        &format!("{url}/v3/kv/put"),
+        &serde_json::json!({ "key": b64(&key), "value": b64("v1") }),
+    )
+    .await
+    .expect("put");
+    let got = post_json(
+        &format!("{url}/v3/kv/range"),
+        &serde_json::json!({ "key": b64(&key) }),
+    )
+    .await
+    .expect("range");
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    assert_eq!(got["kvs"][0]["value"], b64("v1"), "{got}");
+}
+
+/// Alertmanager accepts an alert through its API and lists it back.
+#[tokio::test]
+async fn alertmanager_accepts_and_lists_an_alert() {
+    let env = env();
+    let url = env
+        .vars
+        .get("TRIDENT_ALERTMANAGER_URL")
+        .expect("Alertmanager in the stack: scripts/stack up --with alertmanager");
+    let name = trident_e2e::unique_name("alert");
+    post_json(
+        &format!("{url}/api/v2/alerts"),
+        &serde_json::json!([{ "labels": { "alertname": name, "severity": "test" } }]),
+    )
+    .await
+    .expect("post alert");
+    let listed = trident_e2e::http()
+        .get(format!("{url}/api/v2/alerts"))
+        .query(&[("filter", format!("alertname=\"{name}\""))])
+        .send()
+        .await
+        .expect("list alerts")
+        .text()
+        .await
+        .expect("body");
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["labels"]["alertname"], name.as_str());
+}
+
+/// Standard base64 (etcd's JSON gateway wants keys and values in it).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_matches_the_standard_alphabet() {
+    assert_eq!(base64_encode(b""), "");
+    assert_eq!(base64_encode(b"f"), "Zg==");
+    assert_eq!(base64_encode(b"fo"), "Zm8=");
+    assert_eq!(base64_encode(b"foo"), "Zm9v");
+    assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
 }
