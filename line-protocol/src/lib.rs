@@ -17,6 +17,8 @@
 //! - [`precision`]: the `precision` parameter and conversion to nanoseconds.
 //! - [`keys`]: canonical series keys, shard keys per [`Strategy`], the hash.
 //! - [`write`]: [`Point`] and [`LineWriter`], canonical serialisation.
+//! - [`compat`]: what an InfluxDB 1.x server answers for the same body
+//!   (status, and its short error wording).
 //! - [`test_helpers`] (feature `test_helpers`): proptest strategies for points.
 //!
 //! # Rules (InfluxDB 1.x, and where Trident differs)
@@ -34,6 +36,7 @@
 //!   (1.x rejects the `\r`), and a line that is not UTF-8 is refused (1.x
 //!   stores the bytes, which downstream consumers cannot read).
 
+pub mod compat;
 mod error;
 pub mod keys;
 pub mod parse;

@@ -17,6 +17,8 @@ use crate::precision::Precision;
 
 /// InfluxDB's limit on measurement + tags + field key, in bytes.
 pub const MAX_KEY_LEN: usize = 65_535;
+/// Length of `#!~#`, which InfluxDB puts between a series key and a field.
+const SERIES_FIELD_SEPARATOR: usize = 4;
 /// The smallest timestamp InfluxDB 1.x stores, in nanoseconds.
 pub const MIN_NANOS: i64 = i64::MIN + 2;
 /// The largest timestamp InfluxDB 1.x stores, in nanoseconds.
@@ -976,6 +978,15 @@ impl Scanner<'_, '_> {
             }
         }
         let key_len = if has_tags { tags_end } else { m_end } - m_start;
+        if key_len > MAX_KEY_LEN {
+            return Err((
+                m_start,
+                ErrorKind::KeyTooLong {
+                    len: key_len,
+                    max: MAX_KEY_LEN,
+                },
+            ));
+        }
 
         // Fields.
         while i < b.len() && matches!(b[i], b' ' | b'\t' | 0) {
@@ -1010,11 +1021,14 @@ impl Scanner<'_, '_> {
                 end: i as u32,
                 escaped: k_escaped,
             };
-            if key_len + (i - k_start) + 1 > MAX_KEY_LEN {
+            // InfluxDB stores a field under `key#!~#field`: that is what the
+            // limit applies to.
+            let stored_len = key_len + SERIES_FIELD_SEPARATOR + (i - k_start);
+            if stored_len > MAX_KEY_LEN {
                 return Err((
                     k_start,
                     ErrorKind::KeyTooLong {
-                        len: key_len + (i - k_start) + 1,
+                        len: stored_len,
                         max: MAX_KEY_LEN,
                     },
                 ));
