@@ -1,0 +1,270 @@
+//! # trident-loadgen
+//!
+//! Offered load for benchmarks of the gateway and its peers (InfluxDB
+//! itself, vmagent): the same Telegraf-like corpus, cut into request bodies
+//! of `batch` lines, sent by `connections` concurrent senders until `lines`
+//! are sent, to any InfluxDB-compatible `/write` URL.
+//!
+//! ```text
+//! telegraf_corpus ──split into batches──► N senders ──POST──► target /write
+//!                                             │
+//!                     latencies, statuses ◄───┘   /proc/<pid>/stat before/after
+//!                                 └──► Report: lines/s, p50/p99, CPU µs per line
+//! ```
+//!
+//! A load generator, not a test: it measures and reports, it asserts nothing
+//! about speed.
+
+use std::time::{Duration, Instant};
+
+use trident_line_protocol::test_helpers::telegraf_corpus;
+
+/// What can stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target's CPU counters could not be read.
+    #[error("cannot read /proc/{pid}/stat (is the target's pid right?): {source}")]
+    ProcStat {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `/proc/<pid>/stat` did not have the expected fields.
+    #[error("unexpected /proc/{0}/stat format")]
+    ProcFormat(u32),
+    /// A sender task failed to run.
+    #[error("a sender task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// How to load the target.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Full write URL with its query, e.g. `http://127.0.0.1:8086/write?db=bench`.
+    pub url: String,
+    /// Lines to send in all.
+    pub lines: usize,
+    /// Lines per request.
+    pub batch: usize,
+    /// Concurrent senders.
+    pub connections: usize,
+    /// Seed of the corpus (same seed, same bytes).
+    pub seed: u64,
+    /// Pids whose CPU time (user + system) is charged to the run.
+    pub target_pids: Vec<u32>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Lines in requests answered 2xx.
+    pub lines_ok: usize,
+    /// Requests answered 2xx.
+    pub requests_ok: usize,
+    /// Requests answered otherwise, or failed, by status (0 = no answer).
+    pub failures: Vec<(u16, usize)>,
+    /// Bytes sent.
+    pub bytes: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Request latency percentiles.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// CPU time the target pids used during the run.
+    pub target_cpu: Option<Duration>,
+}
+
+impl Report {
+    /// Accepted lines per second.
+    pub fn lines_per_second(&self) -> f64 {
+        self.lines_ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Target CPU per accepted line, in microseconds.
+    pub fn cpu_us_per_line(&self) -> Option<f64> {
+        self.target_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.lines_ok.max(1) as f64)
+    }
+
+    /// The report as JSON, for scripts and docs.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "lines_ok": self.lines_ok,
+            "requests_ok": self.requests_ok,
+            "failures": self.failures.iter().map(|(s, n)| serde_json::json!({"status": s, "count": n})).collect::<Vec<_>>(),
+            "bytes": self.bytes,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "lines_per_s": self.lines_per_second(),
+            "p50_ms": self.p50.as_secs_f64() * 1e3,
+            "p99_ms": self.p99.as_secs_f64() * 1e3,
+            "target_cpu_s": self.target_cpu.map(|c| c.as_secs_f64()),
+            "target_cpu_us_per_line": self.cpu_us_per_line(),
+        })
+    }
+}
+
+/// The request bodies of a plan: the corpus cut at line boundaries.
+pub fn bodies(lines: usize, batch: usize, seed: u64) -> Vec<Vec<u8>> {
+    let corpus = telegraf_corpus(lines, seed);
+    let batch = batch.max(1);
+    let mut out = Vec::with_capacity(lines / batch + 1);
+    let mut start = 0;
+    let mut count = 0;
+    for (i, &b) in corpus.iter().enumerate() {
+        if b == b'\n' {
+            count += 1;
+            if count == batch {
+                out.push(corpus[start..=i].to_vec());
+                start = i + 1;
+                count = 0;
+            }
+        }
+    }
+    if start < corpus.len() {
+        out.push(corpus[start..].to_vec());
+    }
+    out
+}
+
+/// User + system CPU time of `pid` so far.
+pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|source| Error::ProcStat { pid, source })?;
+    // Fields after the command name (which may contain spaces) in brackets.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or(Error::ProcFormat(pid))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
+    let ticks = |i: usize| -> Result<u64, Error> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or(Error::ProcFormat(pid))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // Linux reports in USER_HZ, 100 on every mainstream configuration.
+    Ok(Duration::from_millis(total * 10))
+}
+
+/// Runs `plan` and reports.
+pub async fn run(plan: &Plan) -> Result<Report, Error> {
+    let bodies = std::sync::Arc::new(bodies(plan.lines, plan.batch, plan.seed));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.connections)
+        .build()?;
+    let cpu_before = plan
+        .target_pids
+        .iter()
+        .map(|&p| cpu_time(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..plan.connections.max(1) {
+        let (bodies, next, client, url) = (
+            bodies.clone(),
+            next.clone(),
+            client.clone(),
+            plan.url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut statuses = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let t = Instant::now();
+                let status = match client.post(&url).body(body.clone()).send().await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        // Drain the body so the connection is reused.
+                        let _ = resp.bytes().await;
+                        status
+                    }
+                    Err(_) => 0,
+                };
+                latencies.push(t.elapsed());
+                statuses.push((i, status));
+            }
+            (latencies, statuses)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (l, s) = task.await?;
+        latencies.extend(l);
+        statuses.extend(s);
+    }
+    let elapsed = started.elapsed();
+    let target_cpu = if plan.target_pids.is_empty() {
+        None
+    } else {
+        let mut total = Duration::ZERO;
+        for (&pid, before) in plan.target_pids.iter().zip(cpu_before) {
+            total += cpu_time(pid)?.saturating_sub(before);
+        }
+        Some(total)
+    };
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let mut lines_ok = 0;
+    let mut requests_ok = 0;
+    let mut failures: std::collections::BTreeMap<u16, usize> = Default::default();
+    for (i, status) in statuses {
+        if (200..300).contains(&status) {
+            requests_ok += 1;
+            lines_ok += bodies[i].iter().filter(|&&b| b == b'\n').count();
+        } else {
+            *failures.entry(status).or_default() += 1;
+        }
+    }
+    Ok(Report {
+        lines_ok,
+        requests_ok,
+        failures: failures.into_iter().collect(),
+        bytes: bodies.iter().map(Vec::len).sum(),
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        target_cpu,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_cut_at_line_boundaries_and_keep_every_line() {
+        let all = bodies(1003, 100, 7);
+        assert_eq!(all.len(), 11);
+        let lines: usize = all
+            .iter()
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .sum();
+        assert_eq!(lines, 1003);
+        assert!(all.iter().all(|b| b.ends_with(b"\n")));
+        assert_eq!(all.concat(), telegraf_corpus(1003, 7));
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_is_readable() {
+        let t = cpu_time(std::process::id()).unwrap();
+        assert!(t < Duration::from_secs(3600));
+        let err = cpu_time(u32::MAX).unwrap_err().to_string();
+        assert!(err.contains("pid"), "{err}");
+    }
+}
