@@ -10,10 +10,14 @@
 //!                               └─► alert topic (best effort)
 //! ```
 //!
-//! What exists today is the shared edge every service has: configuration
+//! What exists today: [`http::request`], which reads a write request the
+//! way InfluxDB does (target, precision, consistency, credentials, gzip
+//! within a size limit), and the shared edge every service has: configuration
 //! (the `[gateway]` section of the one Trident file, see
 //! [`trident_service::config`]), `--help`, `--version` and
 //! `--check-config`. The binary refuses to start rather than pretend to work.
+
+pub mod http;
 
 use trident_service::config::Service;
 

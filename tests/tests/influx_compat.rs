@@ -91,3 +91,45 @@ async fn a_real_node_answers_what_compat_predicts() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// Request-level refusals (before any line is read) answer like a real
+/// node: missing database, bad consistency, a body that is not gzip.
+#[tokio::test]
+async fn request_errors_match_a_real_node() {
+    use ingest_gateway::http::request::{decode_body, v1_target};
+
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let db = InfluxDb::create(&env).await.expect("database");
+    let url = format!("{}/write", env.influx_urls[0]);
+    let cases: Vec<(Vec<(String, String)>, bool)> = vec![
+        (vec![], false),
+        (
+            vec![
+                ("db".into(), db.name.clone()),
+                ("consistency".into(), "bad".into()),
+            ],
+            false,
+        ),
+        (vec![("db".into(), db.name.clone())], true),
+    ];
+    for (query, gzip) in cases {
+        let mut request = trident_e2e::http().post(&url).query(&query).body("cpu v=1");
+        if gzip {
+            request = request.header("content-encoding", "gzip");
+        }
+        let resp = request.send().await.expect("write");
+        let status = resp.status().as_u16();
+        let json: serde_json::Value =
+            serde_json::from_str(&resp.text().await.expect("body")).expect("JSON");
+        let ours = v1_target(&query).and_then(|_| decode_body(b"cpu v=1", gzip, 1 << 20));
+        let err = ours.expect_err("a refusal");
+        assert_eq!(
+            (err.status(), err.to_string()),
+            (
+                status,
+                json["error"].as_str().unwrap_or_default().to_owned()
+            ),
+            "{query:?} gzip={gzip}"
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! Reading a write request the way InfluxDB does: target database and
+//! retention policy, precision, consistency, credentials, and the body
+//! (gzip included) within a size limit that also holds after inflation.
+//!
+//! Error texts are InfluxDB's own (observed on a 1.x node), because clients
+//! and their operators match on them.
+
+use std::io::Read;
+
+use base64::Engine;
+use trident_line_protocol::Precision;
+
+/// Why a write request is refused before its lines are read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// v1 without `db`.
+    #[error("database is required")]
+    MissingDatabase,
+    /// v2 without `bucket`.
+    #[error("bucket is required")]
+    MissingBucket,
+    /// `consistency` other than any, one, quorum, all.
+    #[error("invalid consistency level")]
+    InvalidConsistency,
+    /// v2 `precision` other than ns, us, ms, s.
+    #[error("invalid precision \"{0}\": use ns, us, ms or s")]
+    InvalidPrecision(String),
+    /// The body, or what it inflates to, is over the limit.
+    #[error("request body too large: the limit is {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// `Content-Encoding: gzip` with a body that is not gzip.
+    #[error("{0}")]
+    BadGzip(String),
+    /// An `Authorization` header that cannot be read.
+    #[error("unable to parse authentication credentials")]
+    BadCredentials,
+}
+
+impl RequestError {
+    /// The HTTP status InfluxDB answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::BodyTooLarge { .. } => 413,
+            RequestError::BadCredentials => 401,
+            _ => 400,
+        }
+    }
+}
+
+/// How many replicas must acknowledge (InfluxDB's `consistency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// One replica, or a hinted handoff.
+    Any,
+    /// One replica.
+    #[default]
+    One,
+    /// A majority of replicas.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+/// Where the lines of a write go, and how to read their timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteTarget {
+    /// The database.
+    pub db: String,
+    /// The retention policy; `None` for the database's default.
+    pub rp: Option<String>,
+    /// Unit of the timestamps.
+    pub precision: Precision,
+    /// Required acknowledgements.
+    pub consistency: Consistency,
+}
+
+/// A user and password from any of the places InfluxDB accepts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password (or v2 token).
+    pub password: String,
+}
+
+/// The first value of `name`, as Go's `url.Values.Get` (InfluxDB) returns.
+fn param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A v1 `/write`: `db` (required), `rp`, `precision` (1.x reads an unknown
+/// one as nanoseconds), `consistency`.
+pub fn v1_target(query: &[(String, String)]) -> Result<WriteTarget, RequestError> {
+    let db = param(query, "db")
+        .filter(|d| !d.is_empty())
+        .ok_or(RequestError::MissingDatabase)?;
+    let precision = param(query, "precision")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_default();
+    let consistency = match param(query, "consistency") {
+        None | Some("") => Consistency::default(),
+        Some("any") => Consistency::Any,
+        Some("one") => Consistency::One,
+        Some("quorum") => Consistency::Quorum,
+        Some("all") => Consistency::All,
+        Some(_) => return Err(RequestError::InvalidConsistency),
+    };
+    Ok(WriteTarget {
+        db: db.to_owned(),
+        rp: param(query, "rp")
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+        precision,
+        consistency,
+    })
+}
+
+/// A v2 `/api/v2/write`: `bucket` as `db` or `db/rp` (InfluxDB 1.8's
+/// mapping), `precision` one of ns, us, ms, s; `org` is ignored.
+pub fn v2_target(query: &[(String, String)]) -> Result<WriteTarget, RequestError> {
+    let bucket = param(query, "bucket")
+        .filter(|b| !b.is_empty())
+        .ok_or(RequestError::MissingBucket)?;
+    let (db, rp) = match bucket.split_once('/') {
+        Some((db, rp)) => (db, Some(rp.to_owned()).filter(|r| !r.is_empty())),
+        None => (bucket, None),
+    };
+    let precision = match param(query, "precision") {
+        None | Some("" | "ns") => Precision::Nanoseconds,
+        Some("us") => Precision::Microseconds,
+        Some("ms") => Precision::Milliseconds,
+        Some("s") => Precision::Seconds,
+        Some(other) => return Err(RequestError::InvalidPrecision(other.to_owned())),
+    };
+    Ok(WriteTarget {
+        db: db.to_owned(),
+        rp,
+        precision,
+        consistency: Consistency::default(),
+    })
+}
+
+/// Credentials from `u`/`p`, `Authorization: Basic …` or
+/// `Authorization: Token user:password` (the header wins, as in 1.x).
+pub fn credentials(
+    query: &[(String, String)],
+    authorization: Option<&str>,
+) -> Result<Option<Credentials>, RequestError> {
+    if let Some(header) = authorization {
+        let (scheme, value) = header
+            .trim()
+            .split_once(' ')
+            .ok_or(RequestError::BadCredentials)?;
+        let pair = if scheme.eq_ignore_ascii_case("basic") {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .map_err(|_| RequestError::BadCredentials)?;
+            String::from_utf8(bytes).map_err(|_| RequestError::BadCredentials)?
+        } else if scheme.eq_ignore_ascii_case("token") {
+            value.trim().to_owned()
+        } else {
+            return Err(RequestError::BadCredentials);
+        };
+        let (user, password) = pair.split_once(':').ok_or(RequestError::BadCredentials)?;
+        return Ok(Some(Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }));
+    }
+    Ok(param(query, "u").map(|user| Credentials {
+        user: user.to_owned(),
+        password: param(query, "p").unwrap_or_default().to_owned(),
+    }))
+}
+
+/// The body's line protocol: inflated when `gzip`, and never more than
+/// `limit` bytes either way. A gzip bomb stops at `limit + 1` inflated
+/// bytes, so memory stays bounded whatever the compression ratio.
+pub fn decode_body(raw: &[u8], gzip: bool, limit: usize) -> Result<Vec<u8>, RequestError> {
+    if !gzip {
+        if raw.len() > limit {
+            return Err(RequestError::BodyTooLarge { limit });
+        }
+        return Ok(raw.to_vec());
+    }
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(raw)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RequestError::BadGzip(gzip_error_text(&e)))?;
+    if out.len() > limit {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Go's gzip reader says `unexpected EOF` for truncated or foreign input;
+/// keep that wording for the common cases.
+fn gzip_error_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidInput => {
+            "unexpected EOF".to_owned()
+        }
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn v1_reads_like_influxdb_1x() {
+        assert_eq!(v1_target(&q(&[])), Err(RequestError::MissingDatabase));
+        assert_eq!(
+            v1_target(&q(&[("db", "")])),
+            Err(RequestError::MissingDatabase)
+        );
+        let t = v1_target(&q(&[
+            ("db", "telegraf"),
+            ("rp", "week"),
+            ("precision", "ms"),
+        ]))
+        .unwrap();
+        assert_eq!(t.db, "telegraf");
+        assert_eq!(t.rp.as_deref(), Some("week"));
+        assert_eq!(t.precision, Precision::Milliseconds);
+        assert_eq!(t.consistency, Consistency::One);
+        // 1.x takes an unknown precision as nanoseconds.
+        let t = v1_target(&q(&[("db", "d"), ("precision", "rfc3339")])).unwrap();
+        assert_eq!(t.precision, Precision::Nanoseconds);
+        for (level, expected) in [
+            ("any", Consistency::Any),
+            ("one", Consistency::One),
+            ("quorum", Consistency::Quorum),
+            ("all", Consistency::All),
+        ] {
+            let t = v1_target(&q(&[("db", "d"), ("consistency", level)])).unwrap();
+            assert_eq!(t.consistency, expected);
+        }
+        let err = v1_target(&q(&[("db", "d"), ("consistency", "bad")])).unwrap_err();
+        assert_eq!(err.to_string(), "invalid consistency level");
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn v2_maps_bucket_to_database_and_policy() {
+        assert_eq!(
+            v2_target(&q(&[("org", "o")])),
+            Err(RequestError::MissingBucket)
+        );
+        let t = v2_target(&q(&[("bucket", "telegraf/week"), ("precision", "s")])).unwrap();
+        assert_eq!((t.db.as_str(), t.rp.as_deref()), ("telegraf", Some("week")));
+        assert_eq!(t.precision, Precision::Seconds);
+        let t = v2_target(&q(&[("bucket", "telegraf")])).unwrap();
+        assert_eq!((t.db.as_str(), t.rp), ("telegraf", None));
+        assert_eq!(
+            v2_target(&q(&[("bucket", "b"), ("precision", "h")])),
+            Err(RequestError::InvalidPrecision("h".into()))
+        );
+    }
+
+    #[test]
+    fn credentials_from_every_place_influxdb_reads_them() {
+        let from_query = credentials(&q(&[("u", "ann"), ("p", "pw")]), None).unwrap();
+        assert_eq!(
+            from_query,
+            Some(Credentials {
+                user: "ann".into(),
+                password: "pw".into()
+            })
+        );
+        // "ann:pw" in base64.
+        let basic = credentials(&q(&[("u", "ignored")]), Some("Basic YW5uOnB3")).unwrap();
+        assert_eq!(basic, from_query, "the header wins");
+        let token = credentials(&[], Some("Token ann:pw")).unwrap();
+        assert_eq!(token, from_query);
+        assert_eq!(credentials(&[], None).unwrap(), None);
+        for bad in [
+            "Basic !!!",
+            "Basic YW5u",
+            "Bearer x",
+            "Token nocolon",
+            "Basic",
+        ] {
+            assert_eq!(
+                credentials(&[], Some(bad)),
+                Err(RequestError::BadCredentials),
+                "{bad}"
+            );
+        }
+        assert_eq!(RequestError::BadCredentials.status(), 401);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn bodies_are_inflated_within_the_limit() {
+        let body = b"cpu v=1\ncpu v=2\n";
+        assert_eq!(decode_body(body, false, 100).unwrap(), body);
+        assert_eq!(decode_body(&gzip(body), true, 100).unwrap(), body);
+        assert_eq!(
+            decode_body(body, false, 10),
+            Err(RequestError::BodyTooLarge { limit: 10 })
+        );
+        assert_eq!(
+            decode_body(&gzip(body), true, 10),
+            Err(RequestError::BodyTooLarge { limit: 10 })
+        );
+        let err = decode_body(body, true, 100).unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_without_inflating_it() {
+        // 64 MiB of zeros compress to about 64 KiB.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let err = decode_body(&bomb, true, 25 << 20).unwrap_err();
+        assert_eq!(err, RequestError::BodyTooLarge { limit: 25 << 20 });
+        assert_eq!(err.status(), 413);
+    }
+}
