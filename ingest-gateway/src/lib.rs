@@ -1,29 +1,75 @@
 //! # ingest-gateway
 //!
-//! The InfluxDB-compatible write endpoint that fans every point out to the InfluxDB cluster, the raw Kafka topic and the alert topic.
-//!
-//! Data flow (to be built in issue #4; nothing of it exists yet):
+//! The InfluxDB-compatible write endpoint that fans every point out to the
+//! InfluxDB cluster, the raw Kafka topic and the alert topic.
 //!
 //! ```text
-//! client ─POST /write─► parse ─┬─► InfluxDB cluster (ring, RF, hinted handoff)
-//!                               ├─► raw topic (key = shard key, spool)
-//!                               └─► alert topic (best effort)
+//! client ─POST /write─► http::request (target, body ≤ limit, gzip)
+//!                        ─► parse (one result per line) ─► compat (1.x's answer)
+//!                        ─► fanout::influx: each line to the RF nodes the ring gives
+//!                           its shard key; 2xx only when every owner stored it
 //! ```
 //!
-//! What exists today: [`http::request`], which reads a write request the
-//! way InfluxDB does (target, precision, consistency, credentials, gzip
-//! within a size limit), and the shared edge every service has: configuration
-//! (the `[gateway]` section of the one Trident file, see
-//! [`trident_service::config`]), `--help`, `--version` and
-//! `--check-config`. The binary refuses to start rather than pretend to work.
+//! Built so far (issue #4): the v1 and v2 write APIs, `/ping`, `/health`,
+//! `/metrics`, answers worded as InfluxDB 1.x, and the cluster path with
+//! synchronous acknowledgement. **Not built yet:** the Kafka raw-topic and
+//! alert paths, the on-disk spools (hinted handoff) that keep answering
+//! 2xx while a node or the broker is down, and authentication.
+//!
+//! # Layout
+//! - [`http`]: routes and handlers; [`http::request`] reads a request.
+//! - [`fanout`]: the sinks lines go to.
 
+pub mod fanout;
 pub mod http;
 
-use trident_service::config::Service;
+use tokio::net::TcpListener;
+use trident_service::config::{Config, Service};
+use trident_service::health::{Health, Status};
+use trident_service::shutdown::Shutdown;
 
 /// Which configuration sections this service validates.
 pub const SERVICE: Service = Service::Gateway;
 
-/// Why the binary does not start yet.
-pub const NOT_BUILT: &str =
-    "the gateway's data path is not built yet (issue #4); only --check-config works";
+/// Why the gateway cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The cluster topology in the configuration is not usable.
+    #[error("invalid cluster topology: {0}")]
+    Topology(#[from] trident_cluster::Error),
+    /// The HTTP client for the nodes could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// Serving, metrics or signals failed.
+    #[error(transparent)]
+    Service(#[from] trident_service::Error),
+}
+
+/// Serves the gateway on `listener` until `shutdown` fires, then finishes
+/// the requests in flight.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let placement = config.influx.topology().validate()?;
+    let cluster = fanout::influx::ClusterSink::new(
+        placement,
+        config.influx.timeout,
+        config.gateway.create_databases,
+    )?;
+    let health = Health::new("trident-gateway", env!("CARGO_PKG_VERSION"));
+    health.set("sink:influx", Status::Up, "");
+    health.set(
+        "sink:kafka",
+        Status::Degraded,
+        "not built yet (issue #4): points are not appended to the raw topic",
+    );
+    let state = http::AppState {
+        cluster,
+        max_body_bytes: config.gateway.max_body_bytes,
+    };
+    let app = http::router(state).merge(trident_service::admin::router(
+        health,
+        trident_service::telemetry::metrics()?,
+    ));
+    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+    trident_service::admin::serve(listener, app, shutdown.triggered()).await?;
+    Ok(())
+}

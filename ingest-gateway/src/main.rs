@@ -14,9 +14,19 @@ struct Cli {
     common: CommonArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.common
-        .check_config_only(ingest_gateway::SERVICE, ingest_gateway::NOT_BUILT)?;
+    let config = cli.common.load_config(ingest_gateway::SERVICE)?;
+    trident_service::telemetry::init_logs(&config.telemetry)?;
+    if cli.common.check_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.gateway.listen))?;
+    let shutdown = trident_service::shutdown::Shutdown::on_signals()?;
+    ingest_gateway::run(config, listener, shutdown).await?;
     Ok(())
 }

@@ -299,6 +299,14 @@ impl<'a> Line<'a> {
         };
         self.text.get(..end).unwrap_or(self.measurement.raw)
     }
+
+    /// The line as sent up to the end of its fields, without the timestamp:
+    /// what a forwarder writes before a timestamp of its own choosing.
+    pub fn without_timestamp(&self) -> &'a str {
+        // `fields` is a sub-slice of `text`.
+        let end = self.fields.as_ptr() as usize - self.text.as_ptr() as usize + self.fields.len();
+        self.text.get(..end).unwrap_or(self.text)
+    }
 }
 
 /// Which escapes a token uses.

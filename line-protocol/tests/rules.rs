@@ -587,3 +587,13 @@ fn a_bad_line_with_a_quoted_newline_is_skipped_whole() {
     assert!(results[0].is_err());
     assert_eq!(results[1].as_ref().unwrap().timestamp(), Some(2));
 }
+
+#[test]
+fn without_timestamp_keeps_the_line_as_sent_up_to_its_fields() {
+    assert_eq!(
+        one("cpu,b=1,a=2 v=1,s=\"x y\" 123").without_timestamp(),
+        "cpu,b=1,a=2 v=1,s=\"x y\""
+    );
+    assert_eq!(one("  cpu   v=1").without_timestamp(), "cpu   v=1");
+    assert_eq!(one("cpu v=1 5\r\n").without_timestamp(), "cpu v=1");
+}

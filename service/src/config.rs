@@ -101,6 +101,14 @@ pub struct InfluxConfig {
     /// Timeout of one HTTP request to a node.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Copies of every point, on distinct nodes.
+    pub replication: usize,
+    /// How points are spread where no rule matches: `series`,
+    /// `measurement` or `measurement+tags(a,b)`.
+    pub strategy: String,
+    /// Strategies for particular databases or measurements; first match
+    /// wins. `[[influx.rules]] database = "biz" strategy = "measurement"`.
+    pub rules: Vec<trident_cluster::StrategyRule>,
 }
 
 impl Default for InfluxConfig {
@@ -108,6 +116,31 @@ impl Default for InfluxConfig {
         Self {
             urls: Vec::new(),
             timeout: Duration::from_secs(10),
+            replication: 1,
+            strategy: "series".to_owned(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl InfluxConfig {
+    /// The cluster topology this section describes. A node's id is its URL
+    /// (placement follows ids: moving a node to a new address moves its
+    /// data, until topologies with explicit ids arrive with issue #5).
+    pub fn topology(&self) -> trident_cluster::Topology {
+        trident_cluster::Topology {
+            version: 0,
+            nodes: self
+                .urls
+                .iter()
+                .map(|url| trident_cluster::Node {
+                    id: url.trim_end_matches('/').to_owned(),
+                    url: url.trim_end_matches('/').to_owned(),
+                })
+                .collect(),
+            replication: self.replication,
+            default_strategy: self.strategy.clone(),
+            rules: self.rules.clone(),
         }
     }
 }
@@ -188,12 +221,19 @@ impl Default for ClickHouseConfig {
 pub struct GatewayConfig {
     /// Address of the InfluxDB-compatible HTTP API (also `/health`, `/metrics`).
     pub listen: SocketAddr,
+    /// Largest request body, also after gzip inflation (InfluxDB: 25 MB).
+    pub max_body_bytes: usize,
+    /// Create a database on every node the first time it is written to;
+    /// otherwise an unknown database is 404, as in InfluxDB.
+    pub create_databases: bool,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
+            max_body_bytes: 25_000_000,
+            create_databases: true,
         }
     }
 }
@@ -327,6 +367,13 @@ impl Config {
             if self.influx.timeout.is_zero() {
                 return Err(invalid("influx.timeout", "must be longer than 0s"));
             }
+            self.influx
+                .topology()
+                .validate()
+                .map_err(|e| invalid("influx", &e.to_string()))?;
+        }
+        if service == Service::Gateway && self.gateway.max_body_bytes == 0 {
+            return Err(invalid("gateway.max_body_bytes", "must be more than 0"));
         }
         if uses_raw_stream || uses_alert_stream {
             let brokers = if uses_raw_stream {

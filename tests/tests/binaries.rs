@@ -113,10 +113,47 @@ fn a_missing_setting_says_what_to_set() {
 #[test]
 fn services_without_a_data_path_refuse_to_start() {
     let vars = stack_vars();
-    for name in BINARIES {
+    for name in ["trident-downsampler", "trident-alerter", "trident-writer"] {
         let out = run(name, &[], &vars);
         assert!(!out.status.success(), "{name} must not pretend to run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("not built yet"), "{name}: {stderr}");
     }
+}
+
+/// The gateway binary serves, and stops cleanly on SIGTERM.
+#[test]
+fn the_gateway_serves_and_stops_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut vars = stack_vars();
+    vars.push(("TRIDENT_GATEWAY_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let mut child = Command::new(binary("trident-gateway"))
+        .env_clear()
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pinged = loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer.starts_with("HTTP/1.0 204") || answer.starts_with("HTTP/1.1 204")
+        });
+        if ok || std::time::Instant::now() > deadline {
+            break ok;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(pinged, "the gateway answered /ping");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }

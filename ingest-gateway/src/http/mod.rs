@@ -1,5 +1,174 @@
-//! The HTTP edge of the gateway: what a write request asks for, as
-//! InfluxDB reads it. The axum handlers (issue #4) call into this; it has
-//! no HTTP-server types of its own so every rule is tested directly.
+//! The InfluxDB-compatible HTTP API: `/write`, `/api/v2/write`, `/ping`,
+//! plus `/health` and `/metrics` from the shared admin routes.
+//!
+//! A write is answered only after the cluster stored every accepted line
+//! (see [`crate::fanout::influx`]); its status and error text are what an
+//! InfluxDB 1.x server answers for the same body
+//! ([`trident_line_protocol::compat`]).
 
 pub mod request;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use trident_line_protocol::{Lines, ParseOptions, compat};
+
+use crate::fanout::influx::{ClusterSink, SinkError};
+use request::{RequestError, WriteTarget, decode_body, v1_target, v2_target};
+
+/// The version the gateway reports in `X-Influxdb-Version`.
+pub const INFLUXDB_VERSION: &str = "1.8.10-trident";
+
+/// What every handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The InfluxDB cluster.
+    pub cluster: ClusterSink,
+    /// Largest body, also after inflation.
+    pub max_body_bytes: usize,
+}
+
+/// The API routes (without `/health` and `/metrics`).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/write", post(write_v1))
+        .route("/api/v2/write", post(write_v2))
+        .route("/ping", get(ping).head(ping))
+        .with_state(state)
+        .layer(axum::middleware::map_response(influx_headers))
+}
+
+async fn influx_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-influxdb-version",
+        HeaderValue::from_static(INFLUXDB_VERSION),
+    );
+    headers.insert("x-influxdb-build", HeaderValue::from_static("OSS"));
+    response
+}
+
+async fn ping(Query(query): Query<Vec<(String, String)>>) -> Response {
+    if query.iter().any(|(k, v)| k == "verbose" && v == "true") {
+        return (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "version": INFLUXDB_VERSION })),
+        )
+            .into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn write_v1(
+    State(state): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match v1_target(&query) {
+        Ok(target) => write(&state, target, &headers, body).await,
+        Err(e) => request_error(&e),
+    }
+}
+
+async fn write_v2(
+    State(state): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match v2_target(&query) {
+        Ok(target) => write(&state, target, &headers, body).await,
+        Err(e) => request_error(&e),
+    }
+}
+
+fn error_body(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+fn request_error(e: &RequestError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    metrics::counter!("trident_gateway_requests_total", "outcome" => "refused").increment(1);
+    error_body(status, &e.to_string())
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+async fn write(state: &AppState, target: WriteTarget, headers: &HeaderMap, body: Body) -> Response {
+    // Read one byte more than allowed, to tell "at the limit" from "over".
+    let raw = match axum::body::to_bytes(body, state.max_body_bytes + 1).await {
+        Ok(raw) => raw,
+        Err(_) => {
+            return request_error(&RequestError::BodyTooLarge {
+                limit: state.max_body_bytes,
+            });
+        }
+    };
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let body = match decode_body(&raw, gzip, state.max_body_bytes) {
+        Ok(body) => body,
+        Err(e) => return request_error(&e),
+    };
+    let options = ParseOptions {
+        precision: target.precision,
+        // Every replica must store the same point: fix the time now.
+        default_time: Some(now_nanos()),
+        ..ParseOptions::default()
+    };
+    let results: Vec<_> = Lines::new(&body, options).collect();
+    let outcome = compat::write_outcome(&body, &results);
+    let lines: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .copied()
+        .collect();
+    metrics::counter!("trident_gateway_lines_total", "outcome" => "accepted")
+        .increment(lines.len() as u64);
+    metrics::counter!("trident_gateway_lines_total", "outcome" => "rejected")
+        .increment((results.len() - lines.len()) as u64);
+    metrics::counter!("trident_gateway_bytes_total").increment(body.len() as u64);
+    if !lines.is_empty()
+        && let Err(e) = state.cluster.write(&target, &lines).await
+    {
+        metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
+        return match e {
+            SinkError::DatabaseNotFound(_) => error_body(StatusCode::NOT_FOUND, &e.to_string()),
+            SinkError::Refused(message) => error_body(StatusCode::BAD_REQUEST, &message),
+            SinkError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "write not stored; answered 503");
+                let mut response = error_body(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+        };
+    }
+
+    metrics::counter!("trident_gateway_requests_total", "outcome" => "ok").increment(1);
+    match outcome.error {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(message) => error_body(
+            StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &message,
+        ),
+    }
+}

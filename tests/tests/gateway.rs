@@ -1,0 +1,223 @@
+//! The gateway against the real stack: every point on exactly the RF nodes
+//! the ring chooses, InfluxDB's answers for bad input, and a node that is
+//! down turned into 503 + Retry-After rather than a lost point.
+
+use std::collections::BTreeSet;
+
+use trident_e2e::{InfluxDb, StackEnv, influx_query};
+use trident_service::config::{Config, Service};
+use trident_service::shutdown::Shutdown;
+
+struct Gateway {
+    url: String,
+    config: Config,
+    shutdown: Shutdown,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// Starts a gateway in this process on a free port, configured by the
+/// stack's environment plus `extra`.
+async fn start(env: &StackEnv, extra: &[(&str, &str)]) -> Gateway {
+    let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let config = Config::load_with_env(None, vars).expect("config");
+    config.validate(Service::Gateway).expect("valid config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = Shutdown::new();
+    tokio::spawn(ingest_gateway::run(
+        config.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    Gateway {
+        url,
+        config,
+        shutdown,
+    }
+}
+
+/// The URLs of the nodes that own `line` of database `db` under `config`.
+fn owners(config: &Config, db: &str, line: &str) -> BTreeSet<String> {
+    let placement = config.influx.topology().validate().expect("topology");
+    let parsed = trident_line_protocol::parse_lines(line.as_bytes())
+        .next()
+        .expect("a line")
+        .expect("valid");
+    let strategy = placement.strategy_for(db, &parsed.measurement().as_str());
+    let hash = parsed.shard_hash(strategy, &mut Vec::new());
+    placement.owners(hash).map(|n| n.url.clone()).collect()
+}
+
+async fn post(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let resp = trident_e2e::http()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, resp.text().await.expect("body"), headers)
+}
+
+#[tokio::test]
+async fn every_point_is_on_exactly_the_nodes_the_ring_chooses() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let gw = start(&env, &[("TRIDENT_INFLUX_REPLICATION", "2")]).await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let lines: Vec<String> = (0..120)
+        .map(|i| {
+            format!(
+                "cpu,host=h{i},dc=d{} usage={i}.5 {}",
+                i % 3,
+                1_700_000_000_000_000_000i64 + i
+            )
+        })
+        .collect();
+    let (status, text, _) = post(
+        &format!("{}/write?db={}", gw.url, db.name),
+        lines.join("\n"),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+
+    let mut copies = 0;
+    for node in &env.influx_urls {
+        let json = influx_query(node, "SELECT usage, host FROM cpu", Some(&db.name))
+            .await
+            .expect("query");
+        let stored: BTreeSet<String> = json["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r[2].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, line) in lines.iter().enumerate() {
+            let host = format!("h{i}");
+            let owned = owners(&gw.config, &db.name, line).contains(node.trim_end_matches('/'));
+            assert_eq!(stored.contains(&host), owned, "{host} on {node}");
+        }
+        copies += stored.len();
+    }
+    assert_eq!(copies, 2 * lines.len(), "each point on exactly two nodes");
+}
+
+#[tokio::test]
+async fn bad_input_gets_influxdbs_answers() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let gw = start(&env, &[]).await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let write = format!("{}/write?db={}", gw.url, db.name);
+
+    // Partial write: the good line is stored, the answer is 1.x's.
+    let (status, text, _) = post(&write, "cpu v=1 1\ncpu v=oops 2\n").await;
+    assert_eq!(status, 400);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        json["error"],
+        "partial write: unable to parse 'cpu v=oops 2': invalid boolean dropped=0"
+    );
+    let mut found = 0;
+    for node in &env.influx_urls {
+        let json = influx_query(node, "SELECT count(v) FROM cpu", Some(&db.name))
+            .await
+            .expect("query");
+        found += json["results"][0]["series"][0]["values"][0][1]
+            .as_i64()
+            .unwrap_or(0);
+    }
+    assert_eq!(found, 1, "the good line, once (replication 1)");
+
+    let (status, text, _) = post(&format!("{}/write", gw.url), "cpu v=1").await;
+    assert_eq!(
+        (status, text.as_str()),
+        (400, "{\"error\":\"database is required\"}")
+    );
+
+    // A gzip bomb: small on the wire, over the limit inflated.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut enc, &vec![b'x'; 30 << 20]).expect("compress");
+    let bomb = enc.finish().expect("compress");
+    let resp = trident_e2e::http()
+        .post(&write)
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 413);
+
+    let ping = trident_e2e::http()
+        .get(format!("{}/ping", gw.url))
+        .send()
+        .await
+        .expect("ping");
+    assert_eq!(ping.status().as_u16(), 204);
+    assert!(ping.headers().contains_key("x-influxdb-version"));
+
+    let health = trident_e2e::http()
+        .get(format!("{}/health", gw.url))
+        .send()
+        .await
+        .expect("health");
+    let health: serde_json::Value =
+        serde_json::from_str(&health.text().await.expect("body")).expect("JSON");
+    assert_eq!(
+        health["components"]["sink:kafka"]["status"], "degraded",
+        "{health}"
+    );
+}
+
+#[tokio::test]
+async fn a_down_owner_is_a_503_not_a_lost_point() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    // A fourth node where nothing listens.
+    let dead = "http://127.0.0.1:9";
+    let urls = format!("{},{dead}", env.influx_urls.join(","));
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_URLS", &urls),
+            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
+        ],
+    )
+    .await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let write = format!("{}/write?db={}", gw.url, db.name);
+
+    let lines: Vec<String> = (0..200)
+        .map(|i| format!("mem,host=h{i} used={i}i {}", i + 1))
+        .collect();
+    let (on_dead, on_live): (Vec<&String>, Vec<&String>) = lines
+        .iter()
+        .partition(|l| owners(&gw.config, &db.name, l).contains(dead));
+    assert!(!on_dead.is_empty() && !on_live.is_empty());
+
+    let body = |ls: &[&String]| ls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
+    let (status, text, headers) = post(&write, body(&on_dead)).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(headers.contains_key("retry-after"));
+
+    let (status, text, _) = post(&write, body(&on_live)).await;
+    assert_eq!(
+        status, 204,
+        "lines the dead node does not own are stored: {text}"
+    );
+}
