@@ -53,6 +53,28 @@ fuzz_target!(|data: &[u8]| {
                 last_line = line.number();
                 let _ = line.measurement().as_str();
                 assert_eq!(line.tags().count(), line.tag_count());
+                // What the gateway forwards: the line up to its fields, which
+                // parses to the same point once a timestamp is appended.
+                let head = line.without_timestamp();
+                assert!(line.text().starts_with(head));
+                let forwarded = format!("{head} {}", line.timestamp().unwrap_or(0));
+                let again: Vec<_> = Lines::new(
+                    forwarded.as_bytes(),
+                    ParseOptions {
+                        precision: Precision::Nanoseconds,
+                        max_line_len: usize::MAX,
+                        ..opts
+                    },
+                )
+                .collect();
+                match again.as_slice() {
+                    [Ok(l)] => {
+                        let mut expected = line.to_point();
+                        expected.timestamp = Some(line.timestamp().unwrap_or(0));
+                        assert!(l.to_point().same_bits(&expected), "forwarded {forwarded:?}");
+                    }
+                    other => panic!("forwarded line {forwarded:?} does not parse: {other:?}"),
+                }
                 assert_eq!(line.fields().count(), line.field_count());
                 for s in &strategies {
                     let _ = line.shard_hash(s, &mut scratch);
