@@ -161,6 +161,12 @@ pub struct KafkaConfig {
     pub raw_topic: String,
     /// The topic the alerter reads.
     pub alert_topic: String,
+    /// Compression of produced records: `none`, `gzip`, `snappy`, `lz4`, `zstd`.
+    pub compression: String,
+    /// How long a produced record may wait for the broker's acknowledgement
+    /// before the write is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -170,6 +176,8 @@ impl Default for KafkaConfig {
             alert_brokers: Vec::new(),
             raw_topic: "trident.raw".to_owned(),
             alert_topic: "trident.alerts".to_owned(),
+            compression: "lz4".to_owned(),
+            delivery_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -390,6 +398,18 @@ impl Config {
             for broker in self.kafka.brokers.iter().chain(&self.kafka.alert_brokers) {
                 check_host_port("kafka.brokers", broker)?;
             }
+        }
+        if !matches!(
+            self.kafka.compression.as_str(),
+            "none" | "gzip" | "snappy" | "lz4" | "zstd"
+        ) {
+            return Err(invalid(
+                "kafka.compression",
+                "must be one of none, gzip, snappy, lz4, zstd",
+            ));
+        }
+        if self.kafka.delivery_timeout.is_zero() {
+            return Err(invalid("kafka.delivery_timeout", "must be longer than 0s"));
         }
         if uses_raw_stream && self.kafka.raw_topic.trim().is_empty() {
             return Err(invalid("kafka.raw_topic", "must name a topic"));

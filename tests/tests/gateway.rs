@@ -4,7 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use trident_e2e::{InfluxDb, StackEnv, influx_query};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use trident_e2e::{InfluxDb, KafkaTopic, StackEnv, influx_query};
 use trident_service::config::{Config, Service};
 use trident_service::shutdown::Shutdown;
 
@@ -180,7 +186,11 @@ async fn bad_input_gets_influxdbs_answers() {
     let health: serde_json::Value =
         serde_json::from_str(&health.text().await.expect("body")).expect("JSON");
     assert_eq!(
-        health["components"]["sink:kafka"]["status"], "degraded",
+        health["components"]["sink:kafka"]["status"], "up",
+        "{health}"
+    );
+    assert_eq!(
+        health["components"]["sink:alerts"]["status"], "degraded",
         "{health}"
     );
 }
@@ -219,5 +229,119 @@ async fn a_down_owner_is_a_503_not_a_lost_point() {
     assert_eq!(
         status, 204,
         "lines the dead node does not own are stored: {text}"
+    );
+}
+
+#[tokio::test]
+async fn every_accepted_line_is_in_the_raw_topic_once_keyed_by_its_shard_key() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let topic = KafkaTopic::create(&env, 4).await.expect("topic");
+    let gw = start(&env, &[("TRIDENT_KAFKA_RAW_TOPIC", &topic.name)]).await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let write = format!("{}/write?db={}&rp=autogen", gw.url, db.name);
+
+    // Two requests; every series appears in both, one bad line is dropped.
+    let mut sent = Vec::new();
+    for round in 0..2 {
+        let mut body: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    "disk,host=h{i} free={round}{i}i {}",
+                    1_000 + round * 100 + i
+                )
+            })
+            .collect();
+        sent.extend(body.clone());
+        body.push("disk,host=bad free=oops 1".to_owned());
+        let (status, text, _) = post(&write, body.join("\n")).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("partial write"), "{text}");
+    }
+
+    let consumer: BaseConsumer = env
+        .kafka_config()
+        .set("group.id", trident_e2e::unique_name("group"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..4 {
+        assignment
+            .add_partition_offset(&topic.name, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut received: Vec<String> = Vec::new();
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while received.len() < sent.len() && std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("message");
+        let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf8 key");
+        let headers = message.headers().expect("headers");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("db").as_deref(), Some(db.name.as_str()));
+        assert_eq!(header("rp").as_deref(), Some("autogen"));
+        let payload = std::str::from_utf8(message.payload().expect("payload")).expect("utf8");
+        for line in payload.lines() {
+            let parsed = trident_line_protocol::parse_lines(line.as_bytes())
+                .next()
+                .expect("a line")
+                .expect("valid");
+            assert_eq!(
+                parsed.series_key(),
+                key,
+                "the record key is the line's shard key"
+            );
+            // One series, one partition.
+            let p = *partition_of
+                .entry(key.clone())
+                .or_insert(message.partition());
+            assert_eq!(p, message.partition(), "{key} moved partitions");
+            received.push(line.to_owned());
+        }
+    }
+    received.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(received, expected, "every accepted line exactly once");
+    assert!(
+        partition_of.values().collect::<BTreeSet<_>>().len() > 1,
+        "series spread over partitions"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_is_down_is_a_503_not_a_lost_point() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_KAFKA_BROKERS", "127.0.0.1:9"),
+            ("TRIDENT_KAFKA_DELIVERY_TIMEOUT", "2s"),
+        ],
+    )
+    .await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let started = std::time::Instant::now();
+    let (status, text, headers) = post(
+        &format!("{}/write?db={}", gw.url, db.name),
+        "net,host=a bytes=1i 1",
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(text.contains("raw topic"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered within the delivery timeout"
     );
 }

@@ -1,4 +1,6 @@
-//! Where accepted lines go. Today: the InfluxDB cluster ([`influx`]). The
-//! Kafka raw topic and the alert stream come with the rest of issue #4.
+//! Where accepted lines go: the InfluxDB cluster ([`influx`]) and the raw
+//! topic ([`kafka`]), both required. The alert stream comes with the rest
+//! of issue #4.
 
 pub mod influx;
+pub mod kafka;

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use trident_line_protocol::{Lines, ParseOptions, compat};
 
 use crate::fanout::influx::{ClusterSink, SinkError};
+use crate::fanout::kafka::RawSink;
 use request::{RequestError, WriteTarget, decode_body, v1_target, v2_target};
 
 /// The version the gateway reports in `X-Influxdb-Version`.
@@ -29,6 +30,8 @@ pub const INFLUXDB_VERSION: &str = "1.8.10-trident";
 pub struct AppState {
     /// The InfluxDB cluster.
     pub cluster: ClusterSink,
+    /// The raw topic.
+    pub raw: RawSink,
     /// Largest body, also after inflation.
     pub max_body_bytes: usize,
 }
@@ -103,6 +106,15 @@ fn request_error(e: &RequestError) -> Response {
     error_body(status, &e.to_string())
 }
 
+/// 503 with `Retry-After`: nothing is lost, the client must send again.
+fn unavailable(message: &str) -> Response {
+    let mut response = error_body(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -145,22 +157,28 @@ async fn write(state: &AppState, target: WriteTarget, headers: &HeaderMap, body:
     metrics::counter!("trident_gateway_lines_total", "outcome" => "rejected")
         .increment((results.len() - lines.len()) as u64);
     metrics::counter!("trident_gateway_bytes_total").increment(body.len() as u64);
-    if !lines.is_empty()
-        && let Err(e) = state.cluster.write(&target, &lines).await
-    {
-        metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
-        return match e {
-            SinkError::DatabaseNotFound(_) => error_body(StatusCode::NOT_FOUND, &e.to_string()),
-            SinkError::Refused(message) => error_body(StatusCode::BAD_REQUEST, &message),
-            SinkError::Unavailable { .. } => {
-                tracing::warn!(error = %e, "write not stored; answered 503");
-                let mut response = error_body(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                response
-            }
-        };
+    if !lines.is_empty() {
+        // Both paths are required; they run side by side.
+        let (cluster, raw) = tokio::join!(
+            state.cluster.write(&target, &lines),
+            state.raw.write(state.cluster.placement(), &target, &lines)
+        );
+        if let Err(e) = raw {
+            metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
+            tracing::warn!(error = %e, "write not appended to the raw topic; answered 503");
+            return unavailable(&e.to_string());
+        }
+        if let Err(e) = cluster {
+            metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
+            return match e {
+                SinkError::DatabaseNotFound(_) => error_body(StatusCode::NOT_FOUND, &e.to_string()),
+                SinkError::Refused(message) => error_body(StatusCode::BAD_REQUEST, &message),
+                SinkError::Unavailable { .. } => {
+                    tracing::warn!(error = %e, "write not stored; answered 503");
+                    unavailable(&e.to_string())
+                }
+            };
+        }
     }
 
     metrics::counter!("trident_gateway_requests_total", "outcome" => "ok").increment(1);

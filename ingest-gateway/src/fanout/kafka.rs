@@ -1,0 +1,131 @@
+//! The raw topic: every accepted line, so that downsamplers and the
+//! ClickHouse writer can consume, and replay, what was written.
+//!
+//! Lines are grouped by shard key within a request; each group is one
+//! record whose key is that shard key, so one series (or measurement, under
+//! the coarser strategies) always lands in one partition — what lets a
+//! downsampler own whole series. Records carry `db` and `rp` headers, their
+//! timestamp is the time of ingest, and the producer is idempotent with
+//! `acks=all`. A write is acknowledged only after the broker acknowledged
+//! every record (no spool yet: a broker that is down is a 503).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use trident_cluster::Placement;
+use trident_line_protocol::Line;
+
+use crate::http::request::WriteTarget;
+
+/// Why the raw topic did not take a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the raw topic is unavailable: {0}")]
+pub struct KafkaUnavailable(pub String);
+
+/// Appends accepted lines to the raw topic.
+#[derive(Clone)]
+pub struct RawSink {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RawSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSink")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawSink {
+    /// A producer for `topic` on `brokers`.
+    pub fn new(
+        brokers: &[String],
+        topic: &str,
+        compression: &str,
+        timeout: Duration,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers.join(","))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", compression)
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Appends `lines` (timestamps already fixed), one record per shard key.
+    pub async fn write(
+        &self,
+        placement: &Placement,
+        target: &WriteTarget,
+        lines: &[Line<'_>],
+    ) -> Result<(), KafkaUnavailable> {
+        let mut groups: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut order = Vec::new();
+        for line in lines {
+            let strategy = placement.strategy_for(&target.db, &line.measurement().as_str());
+            let mut key = Vec::with_capacity(64);
+            line.shard_key_into(strategy, &mut key);
+            let payload = groups.entry(key.clone()).or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            });
+            payload.extend_from_slice(line.without_timestamp().as_bytes());
+            payload.push(b' ');
+            payload.extend_from_slice(
+                itoa::Buffer::new()
+                    .format(line.timestamp().unwrap_or_default())
+                    .as_bytes(),
+            );
+            payload.push(b'\n');
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or_default();
+        let rp = target.rp.as_deref().unwrap_or("");
+        let mut deliveries = Vec::with_capacity(order.len());
+        for key in &order {
+            let payload = &groups[key];
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "db",
+                    value: Some(target.db.as_str()),
+                })
+                .insert(Header {
+                    key: "rp",
+                    value: Some(rp),
+                });
+            let record = FutureRecord::to(&self.topic)
+                .key(key.as_slice())
+                .payload(payload.as_slice())
+                .headers(headers)
+                .timestamp(now_ms);
+            // Enqueue all records first, then wait: many in flight at once.
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return Err(KafkaUnavailable(e.to_string())),
+            }
+        }
+        for delivery in deliveries {
+            match tokio::time::timeout(self.timeout + Duration::from_secs(1), delivery).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err((e, _)))) => return Err(KafkaUnavailable(e.to_string())),
+                Ok(Err(_)) => return Err(KafkaUnavailable("the producer was dropped".into())),
+                Err(_) => return Err(KafkaUnavailable("no acknowledgement in time".into())),
+            }
+        }
+        Ok(())
+    }
+}
