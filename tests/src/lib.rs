@@ -22,6 +22,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// What can go wrong while preparing a test.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,23 @@ impl StackEnv {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.kafka_brokers);
         config
+    }
+
+    /// A consumer assigned to partitions `0..partitions` of `topic` from the
+    /// beginning, outside any consumer group's rebalancing (as the
+    /// downsampler and alerter consume).
+    pub fn assigned_consumer(&self, topic: &str, partitions: i32) -> Result<BaseConsumer> {
+        let consumer: BaseConsumer = self
+            .kafka_config()
+            .set("group.id", unique_name("group"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
     }
 
     /// A ClickHouse client for `database`, with validation as the stack says.

@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use trident_e2e::{InfluxDb, KafkaTopic, StackEnv, influx_query};
 use trident_service::config::{Config, Service};
 use trident_service::shutdown::Shutdown;
@@ -258,19 +256,9 @@ async fn every_accepted_line_is_in_the_raw_topic_once_keyed_by_its_shard_key() {
         assert!(text.contains("partial write"), "{text}");
     }
 
-    let consumer: BaseConsumer = env
-        .kafka_config()
-        .set("group.id", trident_e2e::unique_name("group"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..4 {
-        assignment
-            .add_partition_offset(&topic.name, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer = env
+        .assigned_consumer(&topic.name, 4)
+        .expect("assigned consumer");
     let mut received: Vec<String> = Vec::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

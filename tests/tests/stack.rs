@@ -132,19 +132,8 @@ fn producer(env: &StackEnv) -> FutureProducer {
 }
 
 fn assigned_consumer(env: &StackEnv, topic: &str, partitions: i32) -> BaseConsumer {
-    let consumer: BaseConsumer = env
-        .kafka_config()
-        .set("group.id", trident_e2e::unique_name("group"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("add partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    consumer
+    env.assigned_consumer(topic, partitions)
+        .expect("assigned consumer")
 }
 
 #[tokio::test]
