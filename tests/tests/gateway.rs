@@ -152,7 +152,7 @@ async fn bad_input_gets_influxdbs_answers() {
     let (status, text, _) = post(&format!("{}/write", gw.url), "cpu v=1").await;
     assert_eq!(
         (status, text.as_str()),
-        (400, "{\"error\":\"database is required\"}")
+        (400, "{\"error\":\"database is required\"}\n")
     );
 
     // A gzip bomb: small on the wire, over the limit inflated.
@@ -332,4 +332,110 @@ async fn a_broker_that_is_down_is_a_503_not_a_lost_point() {
         started.elapsed() < Duration::from_secs(10),
         "answered within the delivery timeout"
     );
+}
+
+/// The same bodies sent to a plain InfluxDB node and through the gateway
+/// (replication 1, databases not created on the fly) get the same status
+/// and body, and the gateway's three nodes together hold exactly what the
+/// plain node holds.
+#[tokio::test]
+async fn the_gateway_is_indistinguishable_from_a_plain_node() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let gw = start(&env, &[("TRIDENT_GATEWAY_CREATE_DATABASES", "false")]).await;
+    let plain = InfluxDb::create(&env)
+        .await
+        .expect("database for the plain node");
+    let cluster = InfluxDb::create(&env)
+        .await
+        .expect("database for the gateway");
+    let node = &env.influx_urls[0];
+
+    let cases: &[(&str, &str)] = &[
+        (
+            "",
+            "cpu,host=a,region=eu usage=1.5,count=3i,up=true,msg=\"ok\" 1700000000000000000\n",
+        ),
+        ("", "c\\ pu,t\\,k=v\\ x f\\=1=1,s=\"a\\\"b\" 5\n"),
+        (
+            "",
+            "# comment\n\nmem,host=a used=1i,free=2i 10\nmem,host=b used=3i 10\n",
+        ),
+        (
+            "",
+            "disk,host=a v=1 1\ndisk,host=a v=oops 2\ndisk,host=b v=3 3\n",
+        ),
+        ("", "disk,host=c v=oops 4\n"),
+        ("", "dup,host=a a=1,a=2 7\n"),
+        ("", "txt,host=a s=\"two\nlines\" 8\n"),
+        ("&precision=s", "prec,host=s v=1 1700000000\n"),
+        ("&precision=ms", "prec,host=ms v=2 1700000000123\n"),
+        ("&precision=u", "prec,host=u v=3 1700000000123456\n"),
+        ("", "cpu time=1 9\n"),
+        ("", ""),
+    ];
+    for (params, body) in cases {
+        let ours = post(
+            &format!("{}/write?db={}{params}", gw.url, cluster.name),
+            body.to_string(),
+        )
+        .await;
+        let theirs = post(
+            &format!("{node}/write?db={}{params}", plain.name),
+            body.to_string(),
+        )
+        .await;
+        assert_eq!((ours.0, &ours.1), (theirs.0, &theirs.1), "{body:?}");
+    }
+    for path in ["/write", "/write?db=nosuchdb"] {
+        let ours = post(&format!("{}{path}", gw.url), "cpu v=1").await;
+        let theirs = post(&format!("{node}{path}"), "cpu v=1").await;
+        assert_eq!((ours.0, &ours.1), (theirs.0, &theirs.1), "{path}");
+    }
+
+    // Stored data: every row of every measurement, from the plain node and
+    // from the union of the gateway's nodes. `SELECT *` over several
+    // measurements returns the union of their columns, which differs from
+    // node to node: compare the non-null values only.
+    let rows = |json: serde_json::Value| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let all_series = json["results"][0]["series"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for series in all_series {
+            let columns: Vec<String> = series["columns"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for row in series["values"].as_array().cloned().unwrap_or_default() {
+                let values: Vec<String> = columns
+                    .iter()
+                    .zip(row.as_array().cloned().unwrap_or_default())
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(c, v)| format!("{c}={v}"))
+                    .collect();
+                out.insert(format!("{} {}", series["name"], values.join(" ")));
+            }
+        }
+        out
+    };
+    let expected = rows(
+        influx_query(node, "SELECT * FROM /.*/", Some(&plain.name))
+            .await
+            .expect("query"),
+    );
+    let mut stored = BTreeSet::new();
+    for url in &env.influx_urls {
+        stored.extend(rows(
+            influx_query(url, "SELECT * FROM /.*/", Some(&cluster.name))
+                .await
+                .expect("query"),
+        ));
+    }
+    assert!(expected.len() >= 10, "{expected:?}");
+    assert_eq!(stored, expected);
 }

@@ -91,11 +91,25 @@ async fn write_v2(
     }
 }
 
+/// `{"error":"..."}` byte for byte as InfluxDB writes it: Go's JSON
+/// encoder escapes `<`, `>`, `&`, U+2028 and U+2029, and ends with a newline.
+fn error_json(message: &str) -> String {
+    let mut json = serde_json::json!({ "error": message })
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
+    json.push('\n');
+    json
+}
+
 fn error_body(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({ "error": message }).to_string(),
+        error_json(message),
     )
         .into_response()
 }
@@ -188,5 +202,19 @@ async fn write(state: &AppState, target: WriteTarget, headers: &HeaderMap, body:
             StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::BAD_REQUEST),
             &message,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_encoded_like_go() {
+        assert_eq!(error_json("a"), "{\"error\":\"a\"}\n");
+        assert_eq!(
+            error_json("unable to parse 'x<y>&z': \"q\"\u{2028}"),
+            "{\"error\":\"unable to parse 'x\\u003cy\\u003e\\u0026z': \\\"q\\\"\\u2028\"}\n"
+        );
     }
 }
