@@ -58,6 +58,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         placement,
         config.influx.timeout,
         config.gateway.create_databases,
+        config.influx.gzip,
     )?;
     let health = Health::new("trident-gateway", env!("CARGO_PKG_VERSION"));
     health.set("sink:influx", Status::Up, "");

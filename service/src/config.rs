@@ -109,6 +109,9 @@ pub struct InfluxConfig {
     /// Strategies for particular databases or measurements; first match
     /// wins. `[[influx.rules]] database = "biz" strategy = "measurement"`.
     pub rules: Vec<trident_cluster::StrategyRule>,
+    /// Gzip the bodies sent to nodes: less network, more CPU. Off pays on
+    /// loopback and fast local links.
+    pub gzip: bool,
 }
 
 impl Default for InfluxConfig {
@@ -119,6 +122,7 @@ impl Default for InfluxConfig {
             replication: 1,
             strategy: "series".to_owned(),
             rules: Vec::new(),
+            gzip: true,
         }
     }
 }

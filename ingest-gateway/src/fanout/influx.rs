@@ -45,6 +45,7 @@ pub struct ClusterSink {
     placement: Arc<Placement>,
     client: reqwest::Client,
     create_databases: bool,
+    gzip: bool,
     /// (node index, database) pairs known to exist.
     known: Arc<Mutex<HashSet<(usize, String)>>>,
 }
@@ -55,11 +56,13 @@ impl ClusterSink {
         placement: Placement,
         timeout: Duration,
         create_databases: bool,
+        gzip: bool,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             placement: Arc::new(placement),
             client: reqwest::Client::builder().timeout(timeout).build()?,
             create_databases,
+            gzip,
             known: Arc::default(),
         })
     }
@@ -108,7 +111,7 @@ impl ClusterSink {
                 // is down stops only the writes it owns.
                 sink.ensure_database(index, &target.db).await?;
                 let url = &sink.placement.topology().nodes[index].url;
-                send(&sink.client, url, &target, body).await
+                send(&sink.client, url, &target, body, sink.gzip).await
             });
         }
         let mut first_error = None;
@@ -185,27 +188,33 @@ async fn send(
     url: &str,
     target: &WriteTarget,
     body: Vec<u8>,
+    gzip: bool,
 ) -> Result<(), SinkError> {
     let unavailable = |reason: String| SinkError::Unavailable {
         node: url.to_owned(),
         reason,
     };
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    gz.write_all(&body)
-        .map_err(|e| unavailable(e.to_string()))?;
-    let compressed = gz.finish().map_err(|e| unavailable(e.to_string()))?;
+    let body = if gzip {
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&body)
+            .map_err(|e| unavailable(e.to_string()))?;
+        gz.finish().map_err(|e| unavailable(e.to_string()))?
+    } else {
+        body
+    };
     let mut query = vec![("db", target.db.as_str()), ("precision", "n")];
     if let Some(rp) = &target.rp {
         query.push(("rp", rp));
     }
-    let resp = client
-        .post(format!("{url}/write"))
-        .query(&query)
-        .header("content-encoding", "gzip")
-        .body(compressed)
+    let mut request = client.post(format!("{url}/write")).query(&query);
+    if gzip {
+        request = request.header("content-encoding", "gzip");
+    }
+    let resp = request
+        .body(body)
         .send()
         .await
         .map_err(|e| unavailable(e.to_string()))?;
