@@ -141,6 +141,40 @@ pub enum ErrorKind {
     InvalidUtf8,
 }
 
+impl ErrorKind {
+    /// A short, stable name for the kind of error: a metric label (never
+    /// user data), e.g. `invalid_number`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ErrorKind::MissingMeasurement => "missing_measurement",
+            ErrorKind::MissingTagKey => "missing_tag_key",
+            ErrorKind::MissingTagValue => "missing_tag_value",
+            ErrorKind::InvalidTagFormat => "invalid_tag_format",
+            ErrorKind::DuplicateTag(_) => "duplicate_tag",
+            ErrorKind::MissingFields => "missing_fields",
+            ErrorKind::MissingFieldKey => "missing_field_key",
+            ErrorKind::MissingFieldValue(_) => "missing_field_value",
+            ErrorKind::InvalidFieldFormat(_) => "invalid_field_format",
+            ErrorKind::InvalidNumber(_) => "invalid_number",
+            ErrorKind::IntegerOutOfRange(_) => "integer_out_of_range",
+            ErrorKind::UnsignedOutOfRange(_) => "unsigned_out_of_range",
+            ErrorKind::UnsignedDisabled(_) => "unsigned_disabled",
+            ErrorKind::FloatOutOfRange(_) => "float_out_of_range",
+            ErrorKind::InvalidBoolean(_) => "invalid_boolean",
+            ErrorKind::UnbalancedQuotes(_) => "unbalanced_quotes",
+            ErrorKind::StringTooLong { .. } => "string_too_long",
+            ErrorKind::DuplicateField(_) => "duplicate_field",
+            ErrorKind::ReservedKey { .. } => "reserved_key",
+            ErrorKind::BadTimestamp => "bad_timestamp",
+            ErrorKind::TimestampOutOfRange => "timestamp_out_of_range",
+            ErrorKind::TrailingData => "trailing_data",
+            ErrorKind::KeyTooLong { .. } => "key_too_long",
+            ErrorKind::LineTooLong { .. } => "line_too_long",
+            ErrorKind::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+}
+
 /// Where a reserved key was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyRole {

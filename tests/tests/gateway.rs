@@ -191,6 +191,23 @@ async fn bad_input_gets_influxdbs_answers() {
         health["components"]["sink:alerts"]["status"], "degraded",
         "{health}"
     );
+
+    let metrics = trident_e2e::http()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("trident_gateway_rejected_lines_total{reason=\"invalid_boolean\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("trident_gateway_delivery_seconds"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -168,14 +168,32 @@ async fn write(state: &AppState, target: WriteTarget, headers: &HeaderMap, body:
         .collect();
     metrics::counter!("trident_gateway_lines_total", "outcome" => "accepted")
         .increment(lines.len() as u64);
-    metrics::counter!("trident_gateway_lines_total", "outcome" => "rejected")
-        .increment((results.len() - lines.len()) as u64);
+    for error in results.iter().filter_map(|r| r.as_ref().err()) {
+        metrics::counter!("trident_gateway_rejected_lines_total", "reason" => error.kind.code())
+            .increment(1);
+    }
     metrics::counter!("trident_gateway_bytes_total").increment(body.len() as u64);
     if !lines.is_empty() {
         // Both paths are required; they run side by side.
+        let timed = |sink: &'static str, started: std::time::Instant| {
+            metrics::histogram!("trident_gateway_delivery_seconds", "sink" => sink)
+                .record(started.elapsed().as_secs_f64());
+        };
+        let started = std::time::Instant::now();
         let (cluster, raw) = tokio::join!(
-            state.cluster.write(&target, &lines),
-            state.raw.write(state.cluster.placement(), &target, &lines)
+            async {
+                let r = state.cluster.write(&target, &lines).await;
+                timed("influx", started);
+                r
+            },
+            async {
+                let r = state
+                    .raw
+                    .write(state.cluster.placement(), &target, &lines)
+                    .await;
+                timed("kafka", started);
+                r
+            }
         );
         if let Err(e) = raw {
             metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
