@@ -81,3 +81,66 @@ fn a_taken_port_is_named_and_nothing_is_started() {
     assert!(pids(&dir).is_empty(), "nothing was started");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Offsets from the port base that `scripts/stack up --with etcd,alertmanager`
+/// listens on.
+const STACK_PORTS: [u16; 13] = [1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 41, 42, 51];
+
+/// A port base whose whole block is free right now.
+fn free_port_block() -> u16 {
+    (49_000u16..60_000)
+        .step_by(100)
+        .find(|base| {
+            STACK_PORTS
+                .iter()
+                .all(|off| TcpListener::bind(("127.0.0.1", base + off)).is_ok())
+        })
+        .expect("a free block of ports")
+}
+
+#[test]
+fn down_stops_every_process_up_started_and_frees_every_port() {
+    let base = free_port_block();
+    let dir = std::env::temp_dir().join(trident_e2e::unique_name("stack"));
+    let (dir_s, base_s) = (dir.to_string_lossy().into_owned(), base.to_string());
+    let envs = [
+        ("TRIDENT_STACK_DIR", dir_s.as_str()),
+        ("TRIDENT_STACK_PORT_BASE", base_s.as_str()),
+    ];
+
+    let up = run(&["up", "--with", "etcd,alertmanager"], &envs);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let started = pids(&dir);
+    assert_eq!(started.len(), 7, "{started:?}");
+    // Running, not merely an unreaped zombie.
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    assert!(started.iter().all(|(_, pid)| alive(pid)), "{started:?}");
+
+    let down = run(&["down"], &envs);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    for (name, pid) in &started {
+        assert!(!alive(pid), "{name} (pid {pid}) still runs after down");
+    }
+    for off in STACK_PORTS {
+        let port = base + off;
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still answers after down"
+        );
+    }
+    assert!(pids(&dir).is_empty(), "pid files removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
