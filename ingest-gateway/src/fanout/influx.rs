@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use trident_cluster::Placement;
-use trident_line_protocol::Line;
 
+use super::Routed;
 use crate::http::request::WriteTarget;
 
 /// Why the cluster did not take a write.
@@ -72,32 +72,17 @@ impl ClusterSink {
         &self.placement
     }
 
-    /// Stores `lines` on their owners. Every line must carry a timestamp
-    /// (the handler fills missing ones with the time of receipt, so every
-    /// replica stores the same point).
-    pub async fn write(&self, target: &WriteTarget, lines: &[Line<'_>]) -> Result<(), SinkError> {
-        let nodes = &self.placement.topology().nodes;
-        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); nodes.len()];
-        let mut scratch = Vec::with_capacity(256);
-        for line in lines {
-            let strategy = self
-                .placement
-                .strategy_for(&target.db, &line.measurement().as_str());
-            let hash = line.shard_hash(strategy, &mut scratch);
+    /// Stores the routed lines on their owners.
+    pub async fn write(&self, target: &WriteTarget, routed: &Routed) -> Result<(), SinkError> {
+        let topology = self.placement.topology();
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
+        for i in 0..routed.len() {
             let owners = self
                 .placement
                 .ring()
-                .owners(hash, self.placement.topology().replication);
+                .owners(routed.hash(i), topology.replication);
             for &node in owners.as_slice() {
-                let body = &mut bodies[usize::from(node)];
-                body.extend_from_slice(line.without_timestamp().as_bytes());
-                body.push(b' ');
-                body.extend_from_slice(
-                    itoa::Buffer::new()
-                        .format(line.timestamp().unwrap_or_default())
-                        .as_bytes(),
-                );
-                body.push(b'\n');
+                bodies[usize::from(node)].extend_from_slice(routed.text(i));
             }
         }
         let mut tasks = tokio::task::JoinSet::new();

@@ -15,9 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use trident_cluster::Placement;
-use trident_line_protocol::Line;
 
+use super::Routed;
 use crate::http::request::WriteTarget;
 
 /// Why the raw topic did not take a write.
@@ -64,31 +63,24 @@ impl RawSink {
         })
     }
 
-    /// Appends `lines` (timestamps already fixed), one record per shard key.
+    /// Appends the routed lines, one record per shard key.
     pub async fn write(
         &self,
-        placement: &Placement,
         target: &WriteTarget,
-        lines: &[Line<'_>],
+        routed: &Routed,
     ) -> Result<(), KafkaUnavailable> {
-        let mut groups: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        let mut order = Vec::new();
-        for line in lines {
-            let strategy = placement.strategy_for(&target.db, &line.measurement().as_str());
-            let mut key = Vec::with_capacity(64);
-            line.shard_key_into(strategy, &mut key);
-            let payload = groups.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                Vec::new()
-            });
-            payload.extend_from_slice(line.without_timestamp().as_bytes());
-            payload.push(b' ');
-            payload.extend_from_slice(
-                itoa::Buffer::new()
-                    .format(line.timestamp().unwrap_or_default())
-                    .as_bytes(),
-            );
-            payload.push(b'\n');
+        // Records in the order their keys first appear in the request.
+        let mut groups: HashMap<&[u8], Vec<u8>> = HashMap::new();
+        let mut order: Vec<&[u8]> = Vec::new();
+        for i in 0..routed.len() {
+            let key = routed.key(i);
+            groups
+                .entry(key)
+                .or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                })
+                .extend_from_slice(routed.text(i));
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -96,7 +88,7 @@ impl RawSink {
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
         let mut deliveries = Vec::with_capacity(order.len());
-        for key in &order {
+        for key in order {
             let payload = &groups[key];
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -108,7 +100,7 @@ impl RawSink {
                     value: Some(rp),
                 });
             let record = FutureRecord::to(&self.topic)
-                .key(key.as_slice())
+                .key(key)
                 .payload(payload.as_slice())
                 .headers(headers)
                 .timestamp(now_ms);

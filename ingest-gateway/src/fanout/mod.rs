@@ -1,6 +1,129 @@
 //! Where accepted lines go: the InfluxDB cluster ([`influx`]) and the raw
 //! topic ([`kafka`]), both required. The alert stream comes with the rest
 //! of issue #4.
+//!
+//! [`Routed`] does the per-line work both sinks need — the strategy of the
+//! line's database and measurement, its shard key and hash, and the text
+//! that is forwarded — once per line, before the sinks run side by side.
 
 pub mod influx;
 pub mod kafka;
+
+use trident_cluster::Placement;
+use trident_line_protocol::{Line, shard_hash};
+
+/// Accepted lines prepared for the sinks, in request order.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Every line's shard key, end to end; `key_ends[i]` closes line i's.
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
+    hashes: Vec<u64>,
+    /// Every line as forwarded (`Line::without_timestamp`, a space, the
+    /// timestamp in nanoseconds, `\n`), end to end.
+    text: Vec<u8>,
+    text_ends: Vec<usize>,
+}
+
+impl Routed {
+    /// Routes `lines` of database `db`. Every line must carry a timestamp:
+    /// the handler fixes missing ones at receipt, so every replica and the
+    /// raw topic store the same point.
+    pub fn new(placement: &Placement, db: &str, lines: &[Line<'_>]) -> Self {
+        let mut routed = Routed {
+            keys: Vec::with_capacity(lines.len() * 64),
+            key_ends: Vec::with_capacity(lines.len()),
+            hashes: Vec::with_capacity(lines.len()),
+            text: Vec::with_capacity(lines.iter().map(|l| l.text().len() + 21).sum()),
+            text_ends: Vec::with_capacity(lines.len()),
+        };
+        let mut timestamp = itoa::Buffer::new();
+        for line in lines {
+            let start = routed.keys.len();
+            let strategy = placement.strategy_for(db, &line.measurement().as_str());
+            line.shard_key_into(strategy, &mut routed.keys);
+            routed.hashes.push(shard_hash(&routed.keys[start..]));
+            routed.key_ends.push(routed.keys.len());
+
+            routed
+                .text
+                .extend_from_slice(line.without_timestamp().as_bytes());
+            routed.text.push(b' ');
+            let ts = timestamp.format(line.timestamp().unwrap_or_default());
+            routed.text.extend_from_slice(ts.as_bytes());
+            routed.text.push(b'\n');
+            routed.text_ends.push(routed.text.len());
+        }
+        routed
+    }
+
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Line `i`'s shard key.
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
+        &self.keys[start..self.key_ends[i]]
+    }
+
+    /// The hash of line `i`'s shard key.
+    pub fn hash(&self, i: usize) -> u64 {
+        self.hashes[i]
+    }
+
+    /// Line `i` as forwarded, ending in `\n`.
+    pub fn text(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.text_ends[i - 1] };
+        &self.text[start..self.text_ends[i]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trident_cluster::Topology;
+
+    #[test]
+    fn each_line_is_routed_once_with_its_key_hash_and_text() {
+        let placement = topology().validate().unwrap();
+        let body = b"cpu,b=2,a=1 v=1 5\nhttp,app=shop,host=x ms=3i 6\n";
+        let lines: Vec<Line<'_>> = trident_line_protocol::parse_lines(body)
+            .map(|r| r.unwrap())
+            .collect();
+        let routed = Routed::new(&placement, "biz", &lines);
+        assert_eq!(routed.len(), 2);
+        assert_eq!(
+            routed.key(0),
+            b"cpu,a=1,b=2",
+            "series strategy, tags sorted"
+        );
+        assert_eq!(routed.key(1), b"http", "the biz/http rule: by measurement");
+        assert_eq!(routed.hash(1), shard_hash(b"http"));
+        assert_eq!(routed.text(0), b"cpu,b=2,a=1 v=1 5\n", "forwarded as sent");
+        assert_eq!(routed.text(1), b"http,app=shop,host=x ms=3i 6\n");
+    }
+
+    fn topology() -> Topology {
+        Topology {
+            version: 1,
+            nodes: vec![trident_cluster::Node {
+                id: "a".into(),
+                url: "http://a".into(),
+            }],
+            replication: 1,
+            default_strategy: "series".into(),
+            rules: vec![trident_cluster::StrategyRule {
+                database: Some("biz".into()),
+                measurement: Some("http".into()),
+                strategy: "measurement".into(),
+            }],
+        }
+    }
+}

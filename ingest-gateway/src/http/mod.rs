@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use trident_line_protocol::{Lines, ParseOptions, compat};
 
+use crate::fanout::Routed;
 use crate::fanout::influx::{ClusterSink, SinkError};
 use crate::fanout::kafka::RawSink;
 use request::{RequestError, WriteTarget, decode_body, v1_target, v2_target};
@@ -73,10 +74,7 @@ async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match v1_target(&query) {
-        Ok(target) => write(&state, target, &headers, body).await,
-        Err(e) => request_error(&e),
-    }
+    write(&state, v1_target(&query), &headers, body).await
 }
 
 async fn write_v2(
@@ -85,10 +83,7 @@ async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match v2_target(&query) {
-        Ok(target) => write(&state, target, &headers, body).await,
-        Err(e) => request_error(&e),
-    }
+    write(&state, v2_target(&query), &headers, body).await
 }
 
 /// `{"error":"..."}` byte for byte as InfluxDB writes it: Go's JSON
@@ -136,7 +131,16 @@ fn now_nanos() -> i64 {
         .unwrap_or_default()
 }
 
-async fn write(state: &AppState, target: WriteTarget, headers: &HeaderMap, body: Body) -> Response {
+async fn write(
+    state: &AppState,
+    target: Result<WriteTarget, RequestError>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let target = match target {
+        Ok(target) => target,
+        Err(e) => return request_error(&e),
+    };
     // Read one byte more than allowed, to tell "at the limit" from "over".
     let raw = match axum::body::to_bytes(body, state.max_body_bytes + 1).await {
         Ok(raw) => raw,
@@ -179,18 +183,16 @@ async fn write(state: &AppState, target: WriteTarget, headers: &HeaderMap, body:
             metrics::histogram!("trident_gateway_delivery_seconds", "sink" => sink)
                 .record(started.elapsed().as_secs_f64());
         };
+        let routed = Routed::new(state.cluster.placement(), &target.db, &lines);
         let started = std::time::Instant::now();
         let (cluster, raw) = tokio::join!(
             async {
-                let r = state.cluster.write(&target, &lines).await;
+                let r = state.cluster.write(&target, &routed).await;
                 timed("influx", started);
                 r
             },
             async {
-                let r = state
-                    .raw
-                    .write(state.cluster.placement(), &target, &lines)
-                    .await;
+                let r = state.raw.write(&target, &routed).await;
                 timed("kafka", started);
                 r
             }
