@@ -21,7 +21,7 @@
 //! Trident's own message.
 
 use crate::error::{ErrorKind, KeyRole, ParseError};
-use crate::parse::{Line, MAX_NANOS, MIN_NANOS};
+use crate::parse::{Line, MAX_NANOS, MIN_NANOS, leading_measurement};
 
 /// What a 1.x server answers for a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +164,7 @@ fn storage_refusal(body: &[u8], e: &ParseError) -> Option<String> {
     if key != "time" {
         return None;
     }
-    let measurement = measurement_of(line_text(body, e));
+    let measurement = leading_measurement(line_text(body, e));
     Some(match role {
         KeyRole::Field => format!(
             "invalid field name: input field \"{key}\" on measurement \"{measurement}\" is invalid"
@@ -173,26 +173,6 @@ fn storage_refusal(body: &[u8], e: &ParseError) -> Option<String> {
             "invalid tag key: input tag \"{key}\" on measurement \"{measurement}\" is invalid"
         ),
     })
-}
-
-/// The measurement at the start of a line, unescaped as 1.x prints it.
-fn measurement_of(line: &[u8]) -> String {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < line.len() {
-        match line[i] {
-            b'\\' if matches!(line.get(i + 1), Some(b',' | b' ')) => {
-                out.push(line[i + 1]);
-                i += 2;
-            }
-            b',' | b' ' => break,
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

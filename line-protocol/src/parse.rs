@@ -820,6 +820,16 @@ fn scan_token(b: &[u8], mut i: usize, stop: &[bool; 256]) -> (usize, bool) {
     }
 }
 
+/// The unescaped measurement at the start of `line`, which need not parse
+/// (error messages name it).
+pub(crate) fn leading_measurement(line: &[u8]) -> String {
+    let (end, _) = scan_token(line, 0, &MEASUREMENT_STOP);
+    unescape(
+        &String::from_utf8_lossy(&line[..end]),
+        EscapeSet::Measurement,
+    )
+}
+
 type ScanResult<T> = Result<T, (usize, ErrorKind)>;
 
 /// A key recorded for duplicate checks: range and whether it has escapes.
@@ -845,10 +855,6 @@ impl Scanner<'_, '_> {
             i: 0,
             set: if k.escaped { set } else { EscapeSet::Key },
         }
-    }
-
-    fn key_string(&self, start: usize, end: usize) -> String {
-        key_string(self.b, start, end)
     }
 
     fn key_eq(&self, a: KeyRef, b: KeyRef) -> bool {
@@ -957,7 +963,7 @@ impl Scanner<'_, '_> {
                         k_start,
                         ErrorKind::ReservedKey {
                             role: KeyRole::Tag,
-                            key: self.key_string(k_start, key.end as usize),
+                            key: key_string(self.b, k_start, key.end as usize),
                         },
                     ));
                 }
@@ -967,7 +973,11 @@ impl Scanner<'_, '_> {
                         std::cmp::Ordering::Equal => {
                             return Err((
                                 k_start,
-                                ErrorKind::DuplicateTag(self.key_string(k_start, key.end as usize)),
+                                ErrorKind::DuplicateTag(key_string(
+                                    self.b,
+                                    k_start,
+                                    key.end as usize,
+                                )),
                             ));
                         }
                         std::cmp::Ordering::Greater => tags_sorted = false,
@@ -1020,7 +1030,7 @@ impl Scanner<'_, '_> {
             if b.get(i) != Some(&b'=') {
                 return Err((
                     k_start,
-                    ErrorKind::InvalidFieldFormat(self.key_string(k_start, i)),
+                    ErrorKind::InvalidFieldFormat(key_string(self.b, k_start, i)),
                 ));
             }
             any_escapes |= k_escaped;
@@ -1046,7 +1056,7 @@ impl Scanner<'_, '_> {
                     k_start,
                     ErrorKind::ReservedKey {
                         role: KeyRole::Field,
-                        key: self.key_string(k_start, i),
+                        key: key_string(self.b, k_start, i),
                     },
                 ));
             }
@@ -1172,9 +1182,11 @@ impl Scanner<'_, '_> {
                 let later = if a.start > b.start { a } else { b };
                 return Err((
                     later.start as usize,
-                    ErrorKind::DuplicateTag(
-                        self.key_string(later.start as usize, later.end as usize),
-                    ),
+                    ErrorKind::DuplicateTag(key_string(
+                        self.b,
+                        later.start as usize,
+                        later.end as usize,
+                    )),
                 ));
             }
         }
