@@ -249,24 +249,50 @@ pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<String> {
     .await
 }
 
-async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String> {
-    let resp = request.send().await.map_err(|source| HarnessError::Http {
+/// A response as the test sees it: status, body and headers, whatever the
+/// status.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// POSTs `body` and returns the answer, 2xx or not.
+pub async fn post_any(url: &str, body: impl Into<reqwest::Body>) -> Result<Answer> {
+    answer(http().post(url).body(body), url).await
+}
+
+async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<Answer> {
+    let http_error = |source| HarnessError::Http {
         url: url.to_owned(),
         source,
-    })?;
+    };
+    let resp = request.send().await.map_err(http_error)?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|source| HarnessError::Http {
-        url: url.to_owned(),
-        source,
-    })?;
-    if !(200..300).contains(&status) {
+    let headers = resp.headers().clone();
+    let body = resp.text().await.map_err(http_error)?;
+    Ok(Answer {
+        status,
+        body,
+        headers,
+    })
+}
+
+/// The body of a 2xx answer; any other status is an error.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String> {
+    let a = answer(request, url).await?;
+    if !(200..300).contains(&a.status) {
         return Err(HarnessError::Status {
             url: url.to_owned(),
-            status,
-            body: text,
+            status: a.status,
+            body: a.body,
         });
     }
-    Ok(text)
+    Ok(a.body)
 }
 
 /// A database created on every InfluxDB node for one test, dropped after it.

@@ -68,15 +68,8 @@ async fn post(
     url: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, String, reqwest::header::HeaderMap) {
-    let resp = trident_e2e::http()
-        .post(url)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, resp.text().await.expect("body"), headers)
+    let a = trident_e2e::post_any(url, body).await.expect("request");
+    (a.status, a.body, a.headers)
 }
 
 #[tokio::test]
