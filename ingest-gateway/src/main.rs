@@ -17,12 +17,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.common.load_config(ingest_gateway::SERVICE)?;
-    trident_service::telemetry::init_logs(&config.telemetry)?;
-    if cli.common.check_config {
-        println!("{}", serde_json::to_string_pretty(&config)?);
+    let Some(config) = cli.common.start(ingest_gateway::SERVICE)? else {
         return Ok(());
-    }
+    };
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.gateway.listen))?;

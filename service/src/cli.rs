@@ -30,18 +30,27 @@ impl CommonArgs {
         Ok(config)
     }
 
-    /// The whole `main` of a service whose data path is not built yet:
-    /// validate the configuration and print it for `--check-config`,
-    /// otherwise refuse to start with `not_built` as the reason.
-    pub fn check_config_only(&self, service: Service, not_built: &'static str) -> Result<()> {
+    /// The common start of every `main`: load and validate the
+    /// configuration, start logging, and for `--check-config` print the
+    /// effective configuration and answer `None` (the process is done).
+    pub fn start(&self, service: Service) -> Result<Option<Config>> {
         let config = self.load_config(service)?;
         crate::telemetry::init_logs(&config.telemetry)?;
         if !self.check_config {
-            return Err(Error::NotBuilt(not_built));
+            return Ok(Some(config));
         }
         let json =
             serde_json::to_string_pretty(&config).map_err(|e| Error::Print(e.to_string()))?;
         println!("{json}");
-        Ok(())
+        Ok(None)
+    }
+
+    /// The whole `main` of a service whose data path is not built yet:
+    /// [`CommonArgs::start`], then refuse to run with `not_built`.
+    pub fn check_config_only(&self, service: Service, not_built: &'static str) -> Result<()> {
+        match self.start(service)? {
+            Some(_) => Err(Error::NotBuilt(not_built)),
+            None => Ok(()),
+        }
     }
 }

@@ -373,12 +373,11 @@ impl Config {
                     "is empty: list the HTTP URLs of the InfluxDB nodes, e.g. [\"http://127.0.0.1:8086\"]",
                 ));
             }
-            for url in &self.influx.urls {
-                check_http_url("influx.urls", url)?;
-            }
             if self.influx.timeout.is_zero() {
                 return Err(invalid("influx.timeout", "must be longer than 0s"));
             }
+            // The topology checks the URLs, the replication factor and the
+            // strategy rules.
             self.influx
                 .topology()
                 .validate()
