@@ -9,21 +9,25 @@
 //!                        ─┬► fanout::influx: each line to the RF nodes the ring gives
 //!                         │   its shard key
 //!                         └► fanout::kafka: raw topic, one record per shard key
-//!                        2xx only when every owner stored it and the broker acknowledged
+//!                        2xx only when every owner stored it (or its spool did, fsync'd)
+//!                        and the broker acknowledged it (or the Kafka spool did)
 //! ```
 //!
 //! Built so far (issue #4): the v1 and v2 write APIs, `/ping`, `/health`,
 //! `/metrics`, answers worded as InfluxDB 1.x, and the cluster and raw-topic
-//! paths with synchronous acknowledgement. **Not built yet:** the alert
-//! path, the on-disk spools (hinted handoff) that keep answering 2xx while a
-//! node or the broker is down, and authentication.
+//! paths, each with an on-disk spool ([`spool`]: hinted handoff per node,
+//! one for the raw topic) that keeps answering 2xx while a node or the
+//! broker is down and replays when it is back. **Not built yet:** the
+//! alert path and authentication.
 //!
 //! # Layout
 //! - [`http`]: routes and handlers; [`http::request`] reads a request.
 //! - [`fanout`]: the sinks lines go to.
+//! - [`spool`]: the bounded on-disk queues behind them.
 
 pub mod fanout;
 pub mod http;
+pub mod spool;
 
 use tokio::net::TcpListener;
 use trident_service::config::{Config, Service};
@@ -45,6 +49,9 @@ pub enum Error {
     /// The Kafka producer could not be built.
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A spool could not be opened (`gateway.spool_dir`).
+    #[error("cannot open a spool: {0}")]
+    Spool(#[from] spool::SpoolError),
     /// Serving, metrics or signals failed.
     #[error(transparent)]
     Service(#[from] trident_service::Error),
@@ -54,19 +61,30 @@ pub enum Error {
 /// the requests in flight.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let placement = config.influx.topology().validate()?;
+    let gw = &config.gateway;
     let cluster = fanout::influx::ClusterSink::new(
         placement,
-        config.influx.timeout,
-        config.gateway.create_databases,
-        config.influx.gzip,
+        &fanout::influx::ClusterOptions {
+            timeout: config.influx.timeout,
+            create_databases: gw.create_databases,
+            gzip: config.influx.gzip,
+            spool_dir: gw.spool_dir.clone(),
+            spool_max_bytes: gw.spool_max_bytes,
+        },
     )?;
     let health = Health::new("trident-gateway", env!("CARGO_PKG_VERSION"));
     health.set("sink:influx", Status::Up, "");
+    let raw_spool = spool::Spool::open(
+        "kafka:raw",
+        &gw.spool_dir.join("kafka-raw.spool"),
+        gw.spool_max_bytes,
+    )?;
     let raw = fanout::kafka::RawSink::new(
         &config.kafka.brokers,
         &config.kafka.raw_topic,
         &config.kafka.compression,
         config.kafka.delivery_timeout,
+        raw_spool,
     )?;
     health.set("sink:kafka", Status::Up, "");
     health.set(
@@ -74,6 +92,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         Status::Degraded,
         "not built yet (issue #4): points are not sent to the alert topic",
     );
+    for s in cluster.spools().iter().chain([raw.spool()]) {
+        if !s.is_empty() {
+            tracing::info!(
+                spool = s.name(),
+                entries = s.entries(),
+                bytes = s.bytes(),
+                "replaying what the last run spooled"
+            );
+        }
+    }
+    cluster.start_replay(&shutdown, &health, gw.replay_max_backoff);
+    raw.start_replay(&shutdown, &health, gw.replay_max_backoff);
     let state = http::AppState {
         cluster,
         raw,

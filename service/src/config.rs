@@ -17,7 +17,7 @@
 //! and [`Config::validate`] explains, per key, what to fix.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -238,6 +238,16 @@ pub struct GatewayConfig {
     /// Create a database on every node the first time it is written to;
     /// otherwise an unknown database is 404, as in InfluxDB.
     pub create_databases: bool,
+    /// Directory of the on-disk spools (hinted handoff per InfluxDB node,
+    /// one for the raw topic). Must survive a restart: what is in it was
+    /// acknowledged to clients.
+    pub spool_dir: PathBuf,
+    /// Largest size of each spool; a write that does not fit is a 503.
+    pub spool_max_bytes: u64,
+    /// Longest wait between two replay attempts to a target that is down
+    /// (the wait doubles from 100 ms up to this, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub replay_max_backoff: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -246,6 +256,9 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8086)),
             max_body_bytes: 25_000_000,
             create_databases: true,
+            spool_dir: PathBuf::from("trident-spool"),
+            spool_max_bytes: 1 << 30,
+            replay_max_backoff: Duration::from_secs(5),
         }
     }
 }
@@ -385,6 +398,12 @@ impl Config {
         }
         if service == Service::Gateway && self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes", "must be more than 0"));
+        }
+        if service == Service::Gateway && self.gateway.spool_max_bytes < 1 << 20 {
+            return Err(invalid(
+                "gateway.spool_max_bytes",
+                "must be at least 1048576 (1 MiB): a spool must hold a whole request",
+            ));
         }
         if uses_raw_stream || uses_alert_stream {
             let brokers = if uses_raw_stream {

@@ -2,22 +2,33 @@
 //! ring gives its shard key (under the strategy of its database and
 //! measurement), one gzip'd request per node, all nodes at once.
 //!
-//! Acknowledgement is synchronous: a write succeeds only when every owner
-//! of every line has stored it, so a 2xx never stands for a point held only
-//! in memory. A node that is down makes the write fail (503, the client
-//! retries; replays are idempotent because timestamps are fixed by then).
-//! Hinted handoff — spooling for a down node and answering 2xx — is the
-//! next step of issue #4.
+//! Hinted handoff: a node that cannot be reached (or fails) gets its part
+//! of the write in its own on-disk spool instead, and the write is answered
+//! 2xx once every owner has either stored it or had it spooled on disk. A
+//! node's replayer sends the spool back in order when the node answers
+//! again, one request at a time, with [`Backoff`] between failures. While a
+//! node's spool is not empty, new writes for it are spooled too, so they
+//! reach it in the order they were accepted. A full spool is a 503.
+//!
+//! The client's `consistency` asks for more: `one`, `quorum` or `all`
+//! replicas of every line stored on a node *now* (spooled copies do not
+//! count); short of that the answer is 503, and the spooled copies are
+//! still delivered later. Without it the level is `any`.
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use trident_cluster::Placement;
+use trident_service::health::{Health, Status};
+use trident_service::shutdown::Shutdown;
 
-use super::Routed;
-use crate::http::request::WriteTarget;
+use super::{Backoff, Routed};
+use crate::http::request::{Consistency, WriteTarget};
+use crate::spool::{self, Spool, SpoolError};
 
 /// Why the cluster did not take a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +40,8 @@ pub enum SinkError {
     /// field type conflict); InfluxDB's own error text.
     #[error("{0}")]
     Refused(String),
-    /// A node could not be reached or failed; the client should retry.
+    /// A node could not be reached or failed, and its spool could not take
+    /// the points either; the client should retry.
     #[error("InfluxDB node {node} is unavailable: {reason}")]
     Unavailable {
         /// The node's URL.
@@ -37,6 +49,25 @@ pub enum SinkError {
         /// What happened.
         reason: String,
     },
+    /// Fewer replicas stored a line than the client's `consistency` asks.
+    #[error(
+        "write consistency {level:?} not met: {stored} of {required} replicas stored; the rest are queued (hinted handoff) and will be delivered"
+    )]
+    Consistency {
+        /// The level asked for.
+        level: Consistency,
+        /// Replicas required.
+        required: usize,
+        /// Replicas stored by the line that had fewest.
+        stored: usize,
+    },
+}
+
+/// What became of one node's part of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Delivered,
+    Spooled,
 }
 
 /// Writes lines to the nodes that own them.
@@ -48,22 +79,67 @@ pub struct ClusterSink {
     gzip: bool,
     /// (node index, database) pairs known to exist.
     known: Arc<Mutex<HashSet<(usize, String)>>>,
+    /// One hinted-handoff spool per node, by node index.
+    spools: Arc<Vec<Spool>>,
+}
+
+/// How the cluster sink is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Bound on each request to a node.
+    pub timeout: Duration,
+    /// Create databases on first use.
+    pub create_databases: bool,
+    /// Compress requests to the nodes.
+    pub gzip: bool,
+    /// Directory of the spools.
+    pub spool_dir: std::path::PathBuf,
+    /// Bound of each node's spool.
+    pub spool_max_bytes: u64,
+}
+
+/// The spool file of the node at `url` in `dir`: named by the URL, so that
+/// reordering the node list never hands one node's points to another.
+pub fn spool_path(dir: &Path, url: &str) -> std::path::PathBuf {
+    let name: String = url
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("influx-{name}.spool"))
 }
 
 impl ClusterSink {
-    /// A sink over `placement`; `timeout` bounds each request to a node.
-    pub fn new(
-        placement: Placement,
-        timeout: Duration,
-        create_databases: bool,
-        gzip: bool,
-    ) -> Result<Self, reqwest::Error> {
+    /// A sink over `placement`, with the spools of every node opened (what
+    /// a previous run left in them is kept and replayed).
+    pub fn new(placement: Placement, options: &ClusterOptions) -> Result<Self, crate::Error> {
+        let spools = placement
+            .topology()
+            .nodes
+            .iter()
+            .map(|node| {
+                let path = spool_path(&options.spool_dir, &node.url);
+                Spool::open(
+                    &format!("influx:{}", node.url),
+                    &path,
+                    options.spool_max_bytes,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             placement: Arc::new(placement),
-            client: reqwest::Client::builder().timeout(timeout).build()?,
-            create_databases,
-            gzip,
+            client: reqwest::Client::builder()
+                .timeout(options.timeout)
+                .build()?,
+            create_databases: options.create_databases,
+            gzip: options.gzip,
             known: Arc::default(),
+            spools: Arc::new(spools),
         })
     }
 
@@ -72,7 +148,28 @@ impl ClusterSink {
         &self.placement
     }
 
-    /// Stores the routed lines on their owners.
+    /// The spools, by node index.
+    pub fn spools(&self) -> &[Spool] {
+        &self.spools
+    }
+
+    /// Starts one replayer per node; they stop when `shutdown` fires (what
+    /// is left stays on disk for the next start).
+    pub fn start_replay(&self, shutdown: &Shutdown, health: &Health, max_backoff: Duration) {
+        for index in 0..self.spools.len() {
+            let sink = self.clone();
+            let (stop, health) = (shutdown.triggered(), health.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = sink.replay(index, health, max_backoff) => {}
+                    () = stop => {}
+                }
+            });
+        }
+    }
+
+    /// Stores the routed lines on their owners, or in the spools of the
+    /// owners that are down.
     pub async fn write(&self, target: &WriteTarget, routed: &Routed) -> Result<(), SinkError> {
         let topology = self.placement.topology();
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
@@ -92,26 +189,202 @@ impl ClusterSink {
             }
             let (sink, target) = (self.clone(), target.clone());
             tasks.spawn(async move {
-                // Databases are made where they are written, so a node that
-                // is down stops only the writes it owns.
-                sink.ensure_database(index, &target.db).await?;
-                let url = &sink.placement.topology().nodes[index].url;
-                send(&sink.client, url, &target, body, sink.gzip).await
+                let stored = sink.store(index, &target, Bytes::from(body)).await;
+                (index, stored)
             });
         }
+        let mut outcome = vec![None; topology.nodes.len()];
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            let result = joined.unwrap_or_else(|e| {
-                Err(SinkError::Unavailable {
-                    node: "?".into(),
-                    reason: e.to_string(),
-                })
-            });
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+            match joined {
+                Ok((index, Ok(stored))) => outcome[index] = Some(stored),
+                Ok((_, Err(e))) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(SinkError::Unavailable {
+                        node: "?".into(),
+                        reason: e.to_string(),
+                    });
+                }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.check_consistency(target.consistency, routed, &outcome)
+    }
+
+    /// Whether every line has as many replicas stored now as `level` asks.
+    fn check_consistency(
+        &self,
+        level: Consistency,
+        routed: &Routed,
+        outcome: &[Option<Stored>],
+    ) -> Result<(), SinkError> {
+        let rf = self.placement.topology().replication;
+        let required = match level {
+            Consistency::Any => return Ok(()),
+            Consistency::One => 1,
+            Consistency::Quorum => rf / 2 + 1,
+            Consistency::All => rf,
+        };
+        if !outcome.contains(&Some(Stored::Spooled)) {
+            return Ok(());
+        }
+        let mut fewest = usize::MAX;
+        for i in 0..routed.len() {
+            let owners = self.placement.ring().owners(routed.hash(i), rf);
+            let stored = owners
+                .as_slice()
+                .iter()
+                .filter(|&&n| outcome[usize::from(n)] == Some(Stored::Delivered))
+                .count();
+            fewest = fewest.min(stored);
+        }
+        if fewest < required {
+            return Err(SinkError::Consistency {
+                level,
+                required,
+                stored: fewest,
+            });
+        }
+        Ok(())
+    }
+
+    /// One node's part of a write: delivered, or spooled if the node is
+    /// down or still has a spool to replay.
+    async fn store(
+        &self,
+        index: usize,
+        target: &WriteTarget,
+        body: Bytes,
+    ) -> Result<Stored, SinkError> {
+        let spool = &self.spools[index];
+        let url = &self.placement.topology().nodes[index].url;
+        if spool.is_empty() {
+            match self
+                .deliver(index, &target.db, target.rp.as_deref(), body.clone())
+                .await
+            {
+                Ok(()) => return Ok(Stored::Delivered),
+                Err(SinkError::Unavailable { reason, .. }) => {
+                    tracing::warn!(node = %url, %reason, "node unavailable; spooling its points");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let rp = target.rp.as_deref().unwrap_or("");
+        let entry = spool::encode(&[target.db.as_bytes(), rp.as_bytes(), &body]);
+        spool
+            .append(entry)
+            .await
+            .map_err(|e| SinkError::Unavailable {
+                node: url.clone(),
+                reason: e.to_string(),
+            })?;
+        metrics::counter!("trident_gateway_spooled_total", "spool" => spool.name().to_owned())
+            .increment(1);
+        Ok(Stored::Spooled)
+    }
+
+    /// Sends `body` to node `index`, creating the database there first if
+    /// needed.
+    async fn deliver(
+        &self,
+        index: usize,
+        db: &str,
+        rp: Option<&str>,
+        body: Bytes,
+    ) -> Result<(), SinkError> {
+        // Databases are made where they are written, so a node that is
+        // down stops only the writes it owns.
+        self.ensure_database(index, db).await?;
+        let url = &self.placement.topology().nodes[index].url;
+        send(&self.client, url, db, rp, body, self.gzip).await
+    }
+
+    /// Sends node `index`'s spool back to it, head first, until stopped.
+    async fn replay(&self, index: usize, health: Health, max_backoff: Duration) {
+        let spool = &self.spools[index];
+        let url = self.placement.topology().nodes[index].url.clone();
+        let component = format!("node:{url}");
+        spool.report_to(&health, &component, "unreachable or recovering");
+        let mut backoff = Backoff::new(max_backoff);
+        loop {
+            if spool.is_empty() {
+                spool.appended().await;
+                continue;
+            }
+            let batch = match spool.peek(256, 4 << 20).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(node = %url, error = %e, "cannot read the spool; replay stopped");
+                    health.set(&component, Status::Down, e.to_string());
+                    return;
+                }
+            };
+            match self.replay_batch(index, spool, &batch).await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    tracing::debug!(node = %url, error = %e, ?wait, "replay failed; waiting");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Delivers `batch` (the spool's head): runs of entries for the same
+    /// database and retention policy go as one request. Stops at the first
+    /// failure that a retry may cure.
+    async fn replay_batch(
+        &self,
+        index: usize,
+        spool: &Spool,
+        batch: &[Vec<u8>],
+    ) -> Result<(), SinkError> {
+        let name = spool.name().to_owned();
+        let mut i = 0;
+        while i < batch.len() {
+            let Some(fields) = spool::decode(&batch[i]).filter(|f| f.len() == 3) else {
+                tracing::error!(spool = %name, "an unreadable spool entry was dropped");
+                metrics::counter!("trident_gateway_spool_dropped_total", "spool" => name.clone(), "reason" => "unreadable").increment(1);
+                remove(spool, &batch[i..=i]).await?;
+                i += 1;
+                continue;
+            };
+            let (db, rp) = (fields[0], fields[1]);
+            let mut body = fields[2].to_vec();
+            let mut end = i + 1;
+            while end < batch.len() && body.len() < 4 << 20 {
+                match spool::decode(&batch[end]) {
+                    Some(f) if f.len() == 3 && f[0] == db && f[1] == rp => {
+                        body.extend_from_slice(f[2]);
+                        end += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let db = String::from_utf8_lossy(db).into_owned();
+            let rp = String::from_utf8_lossy(rp).into_owned();
+            let rp = (!rp.is_empty()).then_some(rp.as_str());
+            match self.deliver(index, &db, rp, Bytes::from(body)).await {
+                Ok(()) => {
+                    metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
+                        .increment((end - i) as u64);
+                }
+                Err(e @ SinkError::Unavailable { .. }) => return Err(e),
+                Err(e) => {
+                    // InfluxDB stored the lines it could; the rest can never be.
+                    tracing::warn!(spool = %name, db, error = %e, "the node refused spooled points");
+                    metrics::counter!("trident_gateway_spool_dropped_total", "spool" => name.clone(), "reason" => "refused").increment((end - i) as u64);
+                }
+            }
+            remove(spool, &batch[i..end]).await?;
+            i = end;
+        }
+        Ok(())
     }
 
     async fn ensure_database(&self, index: usize, db: &str) -> Result<(), SinkError> {
@@ -145,6 +418,18 @@ impl ClusterSink {
     }
 }
 
+/// Removes the delivered head `entries` from `spool`.
+async fn remove(spool: &Spool, entries: &[Vec<u8>]) -> Result<(), SinkError> {
+    let bytes = entries.iter().map(|e| e.len() as u64).sum();
+    spool
+        .remove(entries.len(), bytes)
+        .await
+        .map_err(|e: SpoolError| SinkError::Unavailable {
+            node: spool.name().to_owned(),
+            reason: e.to_string(),
+        })
+}
+
 async fn query(
     client: &reqwest::Client,
     url: &str,
@@ -171,8 +456,9 @@ async fn query(
 async fn send(
     client: &reqwest::Client,
     url: &str,
-    target: &WriteTarget,
-    body: Vec<u8>,
+    db: &str,
+    rp: Option<&str>,
+    body: Bytes,
     gzip: bool,
 ) -> Result<(), SinkError> {
     let unavailable = |reason: String| SinkError::Unavailable {
@@ -186,12 +472,12 @@ async fn send(
         );
         gz.write_all(&body)
             .map_err(|e| unavailable(e.to_string()))?;
-        gz.finish().map_err(|e| unavailable(e.to_string()))?
+        Bytes::from(gz.finish().map_err(|e| unavailable(e.to_string()))?)
     } else {
         body
     };
-    let mut query = vec![("db", target.db.as_str()), ("precision", "n")];
-    if let Some(rp) = &target.rp {
+    let mut query = vec![("db", db), ("precision", "n")];
+    if let Some(rp) = rp {
         query.push(("rp", rp));
     }
     let mut request = client.post(format!("{url}/write")).query(&query);

@@ -6,18 +6,28 @@
 //! the coarser strategies) always lands in one partition — what lets a
 //! downsampler own whole series. Records carry `db` and `rp` headers, their
 //! timestamp is the time of ingest, and the producer is idempotent with
-//! `acks=all`. A write is acknowledged only after the broker acknowledged
-//! every record (no spool yet: a broker that is down is a 503).
-
+//! `acks=all`.
+//!
+//! A write is acknowledged once the broker acknowledged every record, or —
+//! when the broker does not answer within `kafka.delivery_timeout` — once
+//! the request's records are in the on-disk spool; while the spool is not
+//! empty new writes go to it too, so records keep their order. A replayer
+//! produces the spool back, with its original keys and timestamps, when the
+//! broker returns. Spooled records are delivered at least once: a record
+//! the broker stored but did not acknowledge in time is produced again.
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use trident_service::health::{Health, Status};
+use trident_service::shutdown::Shutdown;
 
-use super::Routed;
+use super::{Backoff, Routed};
 use crate::http::request::WriteTarget;
+use crate::spool::{self, Spool};
 
 /// Why the raw topic did not take a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,9 +37,12 @@ pub struct KafkaUnavailable(pub String);
 /// Appends accepted lines to the raw topic.
 #[derive(Clone)]
 pub struct RawSink {
-    producer: FutureProducer,
+    /// Replaced after every failed delivery (see [`RawSink::renew`]).
+    producer: Arc<RwLock<FutureProducer>>,
+    settings: ClientConfig,
     topic: String,
     timeout: Duration,
+    spool: Spool,
 }
 
 impl std::fmt::Debug for RawSink {
@@ -41,29 +54,54 @@ impl std::fmt::Debug for RawSink {
 }
 
 impl RawSink {
-    /// A producer for `topic` on `brokers`.
+    /// A producer for `topic` on `brokers`, spooling to `spool` what the
+    /// broker does not take.
     pub fn new(
         brokers: &[String],
         topic: &str,
         compression: &str,
         timeout: Duration,
+        spool: Spool,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer = ClientConfig::new()
+        let mut settings = ClientConfig::new();
+        settings
             .set("bootstrap.servers", brokers.join(","))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", compression)
             .set("linger.ms", "5")
-            .set("message.timeout.ms", timeout.as_millis().to_string())
-            .create()?;
+            .set("message.timeout.ms", timeout.as_millis().to_string());
+        let producer = settings.create()?;
         Ok(Self {
-            producer,
+            producer: Arc::new(RwLock::new(producer)),
+            settings,
             topic: topic.to_owned(),
             timeout,
+            spool,
         })
     }
 
-    /// Appends the routed lines, one record per shard key.
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Swaps in a new producer after a failed delivery. An idempotent
+    /// producer whose records timed out carries sequence numbers and a
+    /// bumped epoch the broker never saw; a new one starts clean (a new
+    /// producer id). tansu 0.6 even stops serving produce requests after
+    /// such a producer writes to it once it restarted (docs/decisions.md).
+    fn renew(&self) {
+        match self.settings.create::<FutureProducer>() {
+            Ok(fresh) => {
+                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
+        }
+    }
+
+    /// Appends the routed lines, one record per shard key, to the topic or,
+    /// if the broker does not take them, to the spool.
     pub async fn write(
         &self,
         target: &WriteTarget,
@@ -87,29 +125,103 @@ impl RawSink {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
-        let mut deliveries = Vec::with_capacity(order.len());
-        for key in order {
-            let payload = &groups[key];
+        let records: Vec<(&[u8], &[u8])> =
+            order.iter().map(|k| (*k, groups[k].as_slice())).collect();
+        if self.spool.is_empty() {
+            match self.produce(&target.db, rp, now_ms, &records).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the broker did not take a write; spooling it");
+                }
+            }
+        }
+        // One entry per request: db, rp, timestamp, then key and payload
+        // of each record.
+        let ts = now_ms.to_le_bytes();
+        let mut fields: Vec<&[u8]> = vec![target.db.as_bytes(), rp.as_bytes(), &ts];
+        for (key, payload) in &records {
+            fields.push(key);
+            fields.push(payload);
+        }
+        self.spool
+            .append(spool::encode(&fields))
+            .await
+            .map_err(|e| KafkaUnavailable(e.to_string()))?;
+        metrics::counter!("trident_gateway_spooled_total", "spool" => self.spool.name().to_owned())
+            .increment(1);
+        Ok(())
+    }
+
+    /// Produces `records` and waits for the broker's acknowledgement of
+    /// every one.
+    async fn produce(
+        &self,
+        db: &str,
+        rp: &str,
+        timestamp_ms: i64,
+        records: &[(&[u8], &[u8])],
+    ) -> Result<(), KafkaUnavailable> {
+        let producer = self
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let result = self
+            .produce_with(&producer, db, rp, timestamp_ms, records)
+            .await;
+        if result.is_err() {
+            self.renew();
+        }
+        result
+    }
+
+    async fn produce_with(
+        &self,
+        producer: &FutureProducer,
+        db: &str,
+        rp: &str,
+        timestamp_ms: i64,
+        records: &[(&[u8], &[u8])],
+    ) -> Result<(), KafkaUnavailable> {
+        let deliveries = self.enqueue(producer, db, rp, timestamp_ms, records)?;
+        self.acknowledged(deliveries).await
+    }
+
+    /// Hands `records` to the producer; many are in flight at once.
+    fn enqueue(
+        &self,
+        producer: &FutureProducer,
+        db: &str,
+        rp: &str,
+        timestamp_ms: i64,
+        records: &[(&[u8], &[u8])],
+    ) -> Result<Vec<DeliveryFuture>, KafkaUnavailable> {
+        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
+        for (key, payload) in records {
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "db",
-                    value: Some(target.db.as_str()),
+                    value: Some(db),
                 })
                 .insert(Header {
                     key: "rp",
                     value: Some(rp),
                 });
             let record = FutureRecord::to(&self.topic)
-                .key(key)
-                .payload(payload.as_slice())
+                .key(*key)
+                .payload(*payload)
                 .headers(headers)
-                .timestamp(now_ms);
-            // Enqueue all records first, then wait: many in flight at once.
-            match self.producer.send_result(record) {
+                .timestamp(timestamp_ms);
+            match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => return Err(KafkaUnavailable(e.to_string())),
             }
         }
+        Ok(deliveries)
+    }
+
+    /// Waits for the broker's acknowledgement of every delivery.
+    async fn acknowledged(&self, deliveries: Vec<DeliveryFuture>) -> Result<(), KafkaUnavailable> {
         for delivery in deliveries {
             match tokio::time::timeout(self.timeout + Duration::from_secs(1), delivery).await {
                 Ok(Ok(Ok(_))) => {}
@@ -119,5 +231,106 @@ impl RawSink {
             }
         }
         Ok(())
+    }
+
+    /// Starts the replayer; it stops when `shutdown` fires.
+    pub fn start_replay(&self, shutdown: &Shutdown, health: &Health, max_backoff: Duration) {
+        let (sink, stop, health) = (self.clone(), shutdown.triggered(), health.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = sink.replay(health, max_backoff) => {}
+                () = stop => {}
+            }
+        });
+    }
+
+    /// Produces the spool back, head first, until stopped.
+    async fn replay(&self, health: Health, max_backoff: Duration) {
+        let name = self.spool.name().to_owned();
+        self.spool
+            .report_to(&health, "sink:kafka", "broker unreachable or recovering");
+        let mut backoff = Backoff::new(max_backoff);
+        loop {
+            if self.spool.is_empty() {
+                self.spool.appended().await;
+                continue;
+            }
+            let batch = match self.spool.peek(512, 8 << 20).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the Kafka spool; replay stopped");
+                    health.set("sink:kafka", Status::Down, e.to_string());
+                    return;
+                }
+            };
+            // The whole batch in flight at once (the idempotent producer
+            // keeps each partition in order), then the acknowledgements
+            // in spool order: the entries acknowledged up to the first
+            // failure are removed.
+            let producer = self
+                .producer
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let mut pending = Vec::with_capacity(batch.len());
+            for entry in &batch {
+                let parsed = spool::decode(entry).and_then(|f| {
+                    let ts = i64::from_le_bytes(f.get(2)?.get(..8)?.try_into().ok()?);
+                    (f.len() >= 3 && f.len() % 2 == 1).then_some((f, ts))
+                });
+                let Some((fields, ts)) = parsed else {
+                    pending.push(None);
+                    continue;
+                };
+                let db = String::from_utf8_lossy(fields[0]);
+                let rp = String::from_utf8_lossy(fields[1]);
+                let records: Vec<(&[u8], &[u8])> =
+                    fields[3..].chunks(2).map(|kv| (kv[0], kv[1])).collect();
+                match self.enqueue(&producer, &db, &rp, ts, &records) {
+                    Ok(deliveries) => pending.push(Some(deliveries)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "replay to the broker failed");
+                        break;
+                    }
+                }
+            }
+            let mut failed = pending.len() < batch.len();
+            let mut delivered = 0;
+            let mut bytes = 0;
+            for (entry, deliveries) in batch.iter().zip(pending) {
+                match deliveries {
+                    Some(deliveries) => {
+                        if let Err(e) = self.acknowledged(deliveries).await {
+                            tracing::debug!(error = %e, "replay to the broker failed");
+                            failed = true;
+                            break;
+                        }
+                        metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
+                            .increment(1);
+                    }
+                    None => {
+                        tracing::error!(spool = %name, "an unreadable spool entry was dropped");
+                        metrics::counter!("trident_gateway_spool_dropped_total", "spool" => name.clone(), "reason" => "unreadable").increment(1);
+                    }
+                }
+                delivered += 1;
+                bytes += entry.len() as u64;
+            }
+            if failed {
+                self.renew();
+            }
+            if delivered > 0
+                && let Err(e) = self.spool.remove(delivered, bytes).await
+            {
+                tracing::error!(error = %e, "cannot shorten the Kafka spool; replay stopped");
+                health.set("sink:kafka", Status::Down, e.to_string());
+                return;
+            }
+            if failed {
+                tokio::time::sleep(backoff.next_wait()).await;
+            } else {
+                backoff.reset();
+            }
+        }
     }
 }

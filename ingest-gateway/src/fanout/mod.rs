@@ -2,6 +2,10 @@
 //! topic ([`kafka`]), both required. The alert stream comes with the rest
 //! of issue #4.
 //!
+//! A required sink that cannot deliver puts the write in its on-disk spool
+//! ([`crate::spool`]) and a replayer delivers it later, one request at a
+//! time per target, waiting [`Backoff`] between failed attempts.
+//!
 //! [`Routed`] does the per-line work both sinks need — the strategy of the
 //! line's database and measurement, its shard key and hash, and the text
 //! that is forwarded — once per line, before the sinks run side by side.
@@ -9,8 +13,47 @@
 pub mod influx;
 pub mod kafka;
 
+use std::time::Duration;
+
+use rand::Rng;
 use trident_cluster::Placement;
 use trident_line_protocol::{Line, shard_hash};
+
+/// Waits between replay attempts: doubling from 100 ms up to a cap, each
+/// wait drawn from its upper half so that gateways replaying to the same
+/// recovering node do not retry in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    /// Starts at 100 ms; never waits longer than `max`.
+    pub fn new(max: Duration) -> Self {
+        Self {
+            next: Self::FIRST.min(max),
+            max,
+        }
+    }
+
+    /// The wait after one more failure.
+    pub fn next_wait(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let ceiling_ms = u64::try_from(ceiling.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(2);
+        Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
+    }
+
+    /// After a success: start again from 100 ms.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST.min(self.max);
+    }
+}
 
 /// Accepted lines prepared for the sinks, in request order.
 #[derive(Debug, Default)]
@@ -89,6 +132,17 @@ impl Routed {
 mod tests {
     use super::*;
     use trident_cluster::Topology;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(1000));
+        let waits: Vec<u128> = (0..7).map(|_| b.next_wait().as_millis()).collect();
+        for (wait, ceiling) in waits.iter().zip([100, 200, 400, 800, 1000, 1000, 1000]) {
+            assert!((ceiling / 2..=ceiling).contains(wait), "{waits:?}");
+        }
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
 
     #[test]
     fn each_line_is_routed_once_with_its_key_hash_and_text() {

@@ -1,8 +1,8 @@
 //! The InfluxDB-compatible HTTP API: `/write`, `/api/v2/write`, `/ping`,
 //! plus `/health` and `/metrics` from the shared admin routes.
 //!
-//! A write is answered only after the cluster stored every accepted line
-//! (see [`crate::fanout::influx`]); its status and error text are what an
+//! A write is answered only after every accepted line was stored or
+//! spooled on disk by both required sinks (see [`crate::fanout`]); its status and error text are what an
 //! InfluxDB 1.x server answers for the same body
 //! ([`trident_line_protocol::compat`]).
 
@@ -207,7 +207,7 @@ async fn write(
             return match e {
                 SinkError::DatabaseNotFound(_) => error_body(StatusCode::NOT_FOUND, &e.to_string()),
                 SinkError::Refused(message) => error_body(StatusCode::BAD_REQUEST, &message),
-                SinkError::Unavailable { .. } => {
+                SinkError::Unavailable { .. } | SinkError::Consistency { .. } => {
                     tracing::warn!(error = %e, "write not stored; answered 503");
                     unavailable(&e.to_string())
                 }

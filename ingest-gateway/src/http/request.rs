@@ -50,13 +50,15 @@ impl RequestError {
     }
 }
 
-/// How many replicas must acknowledge (InfluxDB's `consistency`).
+/// How many replicas of each line must be stored on a node before the
+/// write is answered (InfluxDB's `consistency`). Spooled copies (hinted
+/// handoff) count only for `any`, the level when none is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
-    /// One replica, or a hinted handoff.
+    /// Every replica stored or spooled on disk.
+    #[default]
     Any,
     /// One replica.
-    #[default]
     One,
     /// A majority of replicas.
     Quorum,
@@ -240,7 +242,7 @@ mod tests {
         assert_eq!(t.db, "telegraf");
         assert_eq!(t.rp.as_deref(), Some("week"));
         assert_eq!(t.precision, Precision::Milliseconds);
-        assert_eq!(t.consistency, Consistency::One);
+        assert_eq!(t.consistency, Consistency::Any, "spooled copies count");
         // 1.x takes an unknown precision as nanoseconds.
         let t = v1_target(&q(&[("db", "d"), ("precision", "rfc3339")])).unwrap();
         assert_eq!(t.precision, Precision::Nanoseconds);
