@@ -9,6 +9,8 @@
 //! unique_name("db") ──► names no other test (or earlier run) uses
 //! InfluxDb / ClickHouseDb ──► created for one test, dropped after it
 //! KafkaTopic ──► created for one test (kept: see its docs)
+//! PrivateStack::up() ──► a stack of its own on a free port block, whose
+//!                        servers a fault test may kill and start again
 //! ```
 //!
 //! A missing stack is an error, not a skip: a test suite that silently ran
@@ -57,6 +59,9 @@ pub enum HarnessError {
         topic: String,
         code: String,
     },
+    /// `scripts/stack` failed.
+    #[error("scripts/stack {args} failed: {stderr}")]
+    Script { args: String, stderr: String },
     /// A runtime for a clean-up could not be built.
     #[error("cannot start a runtime for clean-up: {0}")]
     Runtime(#[from] std::io::Error),
@@ -99,7 +104,11 @@ impl StackEnv {
 
     /// Reads the env file.
     pub fn load() -> Result<Self> {
-        let path = Self::path();
+        Self::load_from(Self::path())
+    }
+
+    /// Reads the env file at `path`.
+    pub fn load_from(path: PathBuf) -> Result<Self> {
         let text = std::fs::read_to_string(&path).map_err(|source| HarnessError::NoStack {
             path: path.clone(),
             source,
@@ -443,5 +452,297 @@ mod tests {
             a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "{a}"
         );
+    }
+}
+
+/// A service binary of this workspace: `cargo test --workspace` (and
+/// `scripts/test`'s build step) put it next to the test executables'
+/// `deps/` directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    dir.join(name)
+}
+
+/// Offsets from the port base that `scripts/stack up --with etcd,alertmanager`
+/// listens on.
+pub const STACK_PORTS: [u16; 13] = [1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 41, 42, 51];
+
+/// A port base whose whole block is free right now. Callers in one process
+/// start their search at different blocks, so two of them at once do not
+/// pick the same one.
+pub fn free_port_block() -> Option<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let first = 49_000 + 100 * ((std::process::id() + NEXT.fetch_add(7, Ordering::Relaxed)) % 100);
+    let first = u16::try_from(first).unwrap_or(49_000);
+    (first..60_000)
+        .step_by(100)
+        .chain((49_000..first).step_by(100))
+        .find(|base| {
+            STACK_PORTS
+                .iter()
+                .all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok())
+        })
+}
+
+/// A whole stack of its own (`scripts/stack up` in a temporary state dir on
+/// a free port block), for tests that kill servers: the shared stack must
+/// stay whole for the tests running beside them. `down` on drop.
+#[derive(Debug)]
+pub struct PrivateStack {
+    dir: PathBuf,
+    base: u16,
+    /// Where its servers are.
+    pub env: StackEnv,
+}
+
+impl PrivateStack {
+    /// Starts it, with the optional servers in `with` (e.g. `["etcd"]`).
+    pub fn up(with: &[&str]) -> Result<Self> {
+        let base = free_port_block().ok_or_else(|| HarnessError::Script {
+            args: "up".into(),
+            stderr: "no free block of ports between 49000 and 60000".into(),
+        })?;
+        let dir = std::env::temp_dir().join(unique_name("stack"));
+        let mut stack = Self {
+            dir,
+            base,
+            env: StackEnv {
+                influx_urls: Vec::new(),
+                clickhouse_url: String::new(),
+                clickhouse_validation: false,
+                kafka_brokers: String::new(),
+                raw_topic: String::new(),
+                alert_topic: String::new(),
+                vars: BTreeMap::new(),
+            },
+        };
+        let mut args = vec!["up"];
+        let with = with.join(",");
+        if !with.is_empty() {
+            args.extend(["--with", &with]);
+        }
+        stack.script(&args)?;
+        stack.env = StackEnv::load_from(stack.dir.join("env"))?;
+        Ok(stack)
+    }
+
+    /// Kills server `name` (`influx1`, `kafka`, …) with SIGKILL.
+    pub fn kill(&self, name: &str) -> Result<()> {
+        self.script(&["kill", name])
+    }
+
+    /// Starts server `name` again and waits until it is healthy.
+    pub fn start(&self, name: &str) -> Result<()> {
+        self.script(&["start", name])
+    }
+
+    fn script(&self, args: &[&str]) -> Result<()> {
+        let out = std::process::Command::new(repo_root().join("scripts/stack"))
+            .args(args)
+            .env("TRIDENT_STACK_DIR", &self.dir)
+            .env("TRIDENT_STACK_PORT_BASE", self.base.to_string())
+            .output()
+            .map_err(HarnessError::Runtime)?;
+        if !out.status.success() {
+            return Err(HarnessError::Script {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        if let Err(e) = self.script(&["down"]) {
+            eprintln!("stopping the private stack failed: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A service binary running as a child process, so a test can `kill -9`
+/// it; killed on drop. Its output goes to `log`.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: std::process::Child,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts binary `name` with exactly the environment `vars`.
+    pub fn start(name: &str, vars: &BTreeMap<String, String>, log: PathBuf) -> Result<Self> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(HarnessError::Runtime)?;
+        let err = out.try_clone().map_err(HarnessError::Runtime)?;
+        let child = std::process::Command::new(binary(name))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(HarnessError::Runtime)?;
+        Ok(Self { child, log })
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `url` answers 2xx, failing early if the process exits.
+    pub async fn wait_ready(&mut self, url: &str, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(HarnessError::Script {
+                    args: format!("{url}: the service exited ({status})"),
+                    stderr: log,
+                });
+            }
+            if let Ok(resp) = http().get(url).send().await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(HarnessError::Script {
+                    args: format!("{url}: not ready after {timeout:?}"),
+                    stderr: std::fs::read_to_string(&self.log).unwrap_or_default(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Line `seq` of a continuous load: its own timestamp and `seq` field, 37
+/// series, so a resent line overwrites itself.
+pub fn load_line(measurement: &str, seq: u64) -> String {
+    format!(
+        "{measurement},k=k{} seq={seq}i {}",
+        seq % 37,
+        1_700_000_000_000_000_000u64 + seq
+    )
+}
+
+/// What a [`WriteLoad`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct LoadLog {
+    /// `seq` of every line of every request answered 2xx.
+    pub acked: Vec<u64>,
+    /// Each request's status in order; 0 for no answer (connection lost).
+    pub statuses: Vec<u16>,
+    /// The text of the first answer that was neither 2xx nor lost.
+    pub first_refusal: Option<String>,
+}
+
+/// Continuous writes from a task of its own: one request at a time, each
+/// of `per_request` [`load_line`]s, until stopped.
+#[derive(Debug)]
+pub struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    log: std::sync::Arc<std::sync::Mutex<LoadLog>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriteLoad {
+    /// Starts writing to `write_url` (with its `db`); pauses `pause`
+    /// between requests.
+    pub fn start(write_url: String, measurement: &str, per_request: u64, pause: Duration) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(LoadLog::default()));
+        let (stop2, log2, measurement) = (stop.clone(), log.clone(), measurement.to_owned());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default();
+            let mut seq = 0u64;
+            while !stop2.load(Ordering::Acquire) {
+                let seqs: Vec<u64> = (seq..seq + per_request).collect();
+                seq += per_request;
+                let body: Vec<String> = seqs.iter().map(|&s| load_line(&measurement, s)).collect();
+                let answer = client.post(&write_url).body(body.join("\n")).send().await;
+                let (status, text) = match answer {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        (status, resp.text().await.unwrap_or_default())
+                    }
+                    Err(_) => (0, String::new()),
+                };
+                {
+                    let mut log = log2.lock().unwrap_or_else(|e| e.into_inner());
+                    log.statuses.push(status);
+                    if (200..300).contains(&status) {
+                        log.acked.extend(&seqs);
+                    } else if status != 0 && log.first_refusal.is_none() {
+                        log.first_refusal = Some(format!("{status}: {text}"));
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Self { stop, log, task }
+    }
+
+    /// What it saw so far.
+    pub fn snapshot(&self) -> LoadLog {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops it after the request in flight.
+    pub async fn stop(self) -> LoadLog {
+        self.stop.store(true, Ordering::Release);
+        let log = self.log.clone();
+        let _ = self.task.await;
+        log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Polls `url` (JSON) until `done` holds for it, or `timeout` passes;
+/// returns the last document.
+pub async fn wait_for_json(
+    url: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let doc = match http().get(url).send().await {
+            Ok(resp) => resp.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if done(&doc) || std::time::Instant::now() > deadline {
+            return doc;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -13,15 +13,8 @@ const BINARIES: [&str; 4] = [
     "trident-writer",
 ];
 
-/// `cargo test --workspace` builds every binary next to the test
-/// executables' `deps/` directory.
 fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile directory");
-    let path = dir.join(name);
+    let path = trident_e2e::binary(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo test --workspace` (or `cargo build`) so the binaries are built",

@@ -1,6 +1,7 @@
 //! The gateway against the real stack: every point on exactly the RF nodes
-//! the ring chooses, InfluxDB's answers for bad input, and a node that is
-//! down turned into 503 + Retry-After rather than a lost point.
+//! the ring chooses, InfluxDB's answers for bad input, and a node or broker
+//! that is down turned into spooled writes (or 503 + Retry-After when the
+//! client's consistency asks for more) rather than a lost point.
 
 use std::collections::BTreeSet;
 
@@ -28,6 +29,12 @@ impl Drop for Gateway {
 /// stack's environment plus `extra`.
 async fn start(env: &StackEnv, extra: &[(&str, &str)]) -> Gateway {
     let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
+    // Each gateway spools to a directory of its own.
+    let spool = std::env::temp_dir().join(trident_e2e::unique_name("spool"));
+    vars.push((
+        "TRIDENT_GATEWAY_SPOOL_DIR".into(),
+        spool.to_string_lossy().into_owned(),
+    ));
     vars.extend(
         extra
             .iter()
@@ -203,8 +210,23 @@ async fn bad_input_gets_influxdbs_answers() {
     );
 }
 
+async fn health(url: &str) -> serde_json::Value {
+    let text = trident_e2e::http()
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// A node that is down: its lines are spooled (204, hinted handoff) unless
+/// the client's `consistency` asks for stored replicas, which is a 503.
+/// (Spool replay into a node that returns: `tests/fault_node.rs`.)
 #[tokio::test]
-async fn a_down_owner_is_a_503_not_a_lost_point() {
+async fn a_down_owner_is_spooled_and_stronger_consistency_is_a_503() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
     // A fourth node where nothing listens.
     let dead = "http://127.0.0.1:9";
@@ -227,16 +249,44 @@ async fn a_down_owner_is_a_503_not_a_lost_point() {
         .iter()
         .partition(|l| owners(&gw.config, &db.name, l).contains(dead));
     assert!(!on_dead.is_empty() && !on_live.is_empty());
-
     let body = |ls: &[&String]| ls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
-    let (status, text, headers) = post(&write, body(&on_dead)).await;
+
+    let (status, text, headers) = post(&format!("{write}&consistency=one"), body(&on_dead)).await;
     assert_eq!(status, 503, "{text}");
     assert!(headers.contains_key("retry-after"));
+    assert!(text.contains("consistency"), "{text}");
 
-    let (status, text, _) = post(&write, body(&on_live)).await;
+    let (status, text, _) = post(&write, body(&on_dead)).await;
+    assert_eq!(status, 204, "spooled for the dead node: {text}");
+    let report = health(&gw.url).await;
+    let node = &report["components"][format!("node:{dead}")];
+    assert_eq!(node["status"], "degraded", "{report}");
+    assert!(
+        node["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spooled"),
+        "{report}"
+    );
+
+    let (status, text, _) = post(&format!("{write}&consistency=all"), body(&on_live)).await;
     assert_eq!(
         status, 204,
-        "lines the dead node does not own are stored: {text}"
+        "lines the dead node does not own are stored at any level: {text}"
+    );
+    let mut stored = 0;
+    for node in &env.influx_urls {
+        let json = influx_query(node, "SELECT count(used) FROM mem", Some(&db.name))
+            .await
+            .expect("query");
+        stored += json["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    assert_eq!(
+        stored as usize,
+        on_live.len(),
+        "the live nodes' share, once"
     );
 }
 
@@ -317,8 +367,11 @@ async fn every_accepted_line_is_in_the_raw_topic_once_keyed_by_its_shard_key() {
     );
 }
 
+/// A broker that does not answer: after the delivery timeout the write is
+/// spooled and answered 204, later writes are spooled at once. (The broker
+/// killed and restarted under load: `tests/fault_broker.rs`.)
 #[tokio::test]
-async fn a_broker_that_is_down_is_a_503_not_a_lost_point() {
+async fn a_broker_that_is_down_gets_the_write_spooled() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
     let gw = start(
         &env,
@@ -329,18 +382,27 @@ async fn a_broker_that_is_down_is_a_503_not_a_lost_point() {
     )
     .await;
     let db = InfluxDb::create(&env).await.expect("database");
+    let write = format!("{}/write?db={}", gw.url, db.name);
+    let (status, text, _) = post(&write, "net,host=a bytes=1i 1").await;
+    assert_eq!(status, 204, "{text}");
     let started = std::time::Instant::now();
-    let (status, text, headers) = post(
-        &format!("{}/write?db={}", gw.url, db.name),
-        "net,host=a bytes=1i 1",
-    )
-    .await;
-    assert_eq!(status, 503, "{text}");
-    assert!(headers.contains_key("retry-after"));
-    assert!(text.contains("raw topic"), "{text}");
+    let (status, text, _) = post(&write, "net,host=a bytes=2i 2").await;
+    assert_eq!(status, 204, "{text}");
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "answered within the delivery timeout"
+        started.elapsed() < Duration::from_secs(2),
+        "once spooling, writes do not wait for the broker"
+    );
+    let report = health(&gw.url).await;
+    assert_eq!(
+        report["components"]["sink:kafka"]["status"], "degraded",
+        "{report}"
+    );
+    assert!(
+        report["components"]["sink:kafka"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 writes"),
+        "{report}"
     );
 }
 

@@ -82,25 +82,9 @@ fn a_taken_port_is_named_and_nothing_is_started() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Offsets from the port base that `scripts/stack up --with etcd,alertmanager`
-/// listens on.
-const STACK_PORTS: [u16; 13] = [1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 41, 42, 51];
-
-/// A port base whose whole block is free right now.
-fn free_port_block() -> u16 {
-    (49_000u16..60_000)
-        .step_by(100)
-        .find(|base| {
-            STACK_PORTS
-                .iter()
-                .all(|off| TcpListener::bind(("127.0.0.1", base + off)).is_ok())
-        })
-        .expect("a free block of ports")
-}
-
 #[test]
 fn down_stops_every_process_up_started_and_frees_every_port() {
-    let base = free_port_block();
+    let base = trident_e2e::free_port_block().expect("a free block of ports");
     let dir = std::env::temp_dir().join(trident_e2e::unique_name("stack"));
     let (dir_s, base_s) = (dir.to_string_lossy().into_owned(), base.to_string());
     let envs = [
@@ -134,7 +118,7 @@ fn down_stops_every_process_up_started_and_frees_every_port() {
     for (name, pid) in &started {
         assert!(!alive(pid), "{name} (pid {pid}) still runs after down");
     }
-    for off in STACK_PORTS {
+    for off in trident_e2e::STACK_PORTS {
         let port = base + off;
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
