@@ -8,7 +8,9 @@
 //!                        ─► parse (one result per line) ─► compat (1.x's answer)
 //!                        ─┬► fanout::influx: each line to the RF nodes the ring gives
 //!                         │   its shard key
-//!                         └► fanout::kafka: raw topic, one record per shard key
+//!                         ├► fanout::kafka: raw topic, one record per shard key
+//!                         └► fanout::alerts: alert topic, the points a rule looks at
+//!                            (best effort: never waited for)
 //!                        2xx only when every owner stored it (or its spool did, fsync'd)
 //!                        and the broker acknowledged it (or the Kafka spool did)
 //! ```
@@ -17,8 +19,8 @@
 //! `/metrics`, answers worded as InfluxDB 1.x, and the cluster and raw-topic
 //! paths, each with an on-disk spool ([`spool`]: hinted handoff per node,
 //! one for the raw topic) that keeps answering 2xx while a node or the
-//! broker is down and replays when it is back. **Not built yet:** the
-//! alert path and authentication.
+//! broker is down and replays when it is back; and the alert path.
+//! **Not built yet:** authentication.
 //!
 //! # Layout
 //! - [`http`]: routes and handlers; [`http::request`] reads a request.
@@ -49,6 +51,9 @@ pub enum Error {
     /// The Kafka producer could not be built.
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The alert rules file is unreadable or invalid (`alerter.rules`).
+    #[error("{0}")]
+    Rules(#[from] trident_alert_rules::Error),
     /// A spool could not be opened (`gateway.spool_dir`).
     #[error("cannot open a spool: {0}")]
     Spool(#[from] spool::SpoolError),
@@ -87,11 +92,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         raw_spool,
     )?;
     health.set("sink:kafka", Status::Up, "");
-    health.set(
-        "sink:alerts",
-        Status::Degraded,
-        "not built yet (issue #4): points are not sent to the alert topic",
-    );
+    let alerts = fanout::alerts::AlertSink::new(
+        config.kafka.alert_brokers(),
+        &config.kafka.alert_topic,
+        gw.alerts,
+        &config.alerter.rules,
+        gw.alert_queue_records,
+        config.kafka.delivery_timeout,
+    )?;
+    alerts.start(&shutdown, &health);
     for s in cluster.spools().iter().chain([raw.spool()]) {
         if !s.is_empty() {
             tracing::info!(
@@ -107,6 +116,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let state = http::AppState {
         cluster,
         raw,
+        alerts,
         max_body_bytes: config.gateway.max_body_bytes,
     };
     let app = http::router(state).merge(trident_service::admin::router(

@@ -248,6 +248,24 @@ pub struct GatewayConfig {
     /// (the wait doubles from 100 ms up to this, with jitter).
     #[serde(with = "humantime_serde")]
     pub replay_max_backoff: Duration,
+    /// Which points go to the alert topic: `matching` (those some rule in
+    /// `alerter.rules` looks at), `all`, or `off`.
+    pub alerts: AlertPoints,
+    /// Records the alert path may hold in memory; beyond that points are
+    /// dropped and counted (the alert path never slows writes).
+    pub alert_queue_records: usize,
+}
+
+/// Which points the gateway sends to the alert topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertPoints {
+    /// Points some alert rule looks at.
+    Matching,
+    /// Every point.
+    All,
+    /// None: no alert path.
+    Off,
 }
 
 impl Default for GatewayConfig {
@@ -259,6 +277,8 @@ impl Default for GatewayConfig {
             spool_dir: PathBuf::from("trident-spool"),
             spool_max_bytes: 1 << 30,
             replay_max_backoff: Duration::from_secs(5),
+            alerts: AlertPoints::Matching,
+            alert_queue_records: 100_000,
         }
     }
 }
@@ -285,12 +305,17 @@ impl Default for DownsamplerConfig {
 pub struct AlerterConfig {
     /// Address of `/health`, `/metrics` and `/alerts`.
     pub admin_listen: SocketAddr,
+    /// The alert rules file (`docs/alert-rules.md`); the gateway reads it
+    /// too, to send the alert topic only the points a rule looks at.
+    /// Empty: no rules.
+    pub rules: PathBuf,
 }
 
 impl Default for AlerterConfig {
     fn default() -> Self {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9272)),
+            rules: PathBuf::new(),
         }
     }
 }
@@ -403,6 +428,15 @@ impl Config {
             return Err(invalid(
                 "gateway.spool_max_bytes",
                 "must be at least 1048576 (1 MiB): a spool must hold a whole request",
+            ));
+        }
+        if service == Service::Gateway
+            && self.gateway.alerts != AlertPoints::Off
+            && self.gateway.alert_queue_records == 0
+        {
+            return Err(invalid(
+                "gateway.alert_queue_records",
+                "must be more than 0 (or set gateway.alerts = \"off\")",
             ));
         }
         if uses_raw_stream || uses_alert_stream {

@@ -1,6 +1,6 @@
 //! Where accepted lines go: the InfluxDB cluster ([`influx`]) and the raw
-//! topic ([`kafka`]), both required. The alert stream comes with the rest
-//! of issue #4.
+//! topic ([`kafka`]), both required, and the alert topic ([`alerts`]),
+//! best effort.
 //!
 //! A required sink that cannot deliver puts the write in its on-disk spool
 //! ([`crate::spool`]) and a replayer delivers it later, one request at a
@@ -10,6 +10,7 @@
 //! line's database and measurement, its shard key and hash, and the text
 //! that is forwarded — once per line, before the sinks run side by side.
 
+pub mod alerts;
 pub mod influx;
 pub mod kafka;
 

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use trident_line_protocol::{Lines, ParseOptions, compat};
 
 use crate::fanout::Routed;
+use crate::fanout::alerts::AlertSink;
 use crate::fanout::influx::{ClusterSink, SinkError};
 use crate::fanout::kafka::RawSink;
 use request::{RequestError, WriteTarget, decode_body, v1_target, v2_target};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub cluster: ClusterSink,
     /// The raw topic.
     pub raw: RawSink,
+    /// The alert topic.
+    pub alerts: AlertSink,
     /// Largest body, also after inflation.
     pub max_body_bytes: usize,
 }
@@ -184,6 +187,8 @@ async fn write(
                 .record(started.elapsed().as_secs_f64());
         };
         let routed = Routed::new(state.cluster.placement(), &target.db, &lines);
+        // Best effort, never waited for.
+        state.alerts.offer(&target, &lines, &routed);
         let started = std::time::Instant::now();
         let (cluster, raw) = tokio::join!(
             async {
