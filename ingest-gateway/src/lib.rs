@@ -20,7 +20,8 @@
 //! paths, each with an on-disk spool ([`spool`]: hinted handoff per node,
 //! one for the raw topic) that keeps answering 2xx while a node or the
 //! broker is down and replays when it is back; and the alert path.
-//! **Not built yet:** authentication.
+//! Optional authentication with users and write grants in the config
+//! ([`http::auth`]).
 //!
 //! # Layout
 //! - [`http`]: routes and handlers; [`http::request`] reads a request.
@@ -54,6 +55,9 @@ pub enum Error {
     /// The alert rules file is unreadable or invalid (`alerter.rules`).
     #[error("{0}")]
     Rules(#[from] trident_alert_rules::Error),
+    /// `gateway.auth` cannot be used.
+    #[error("{0}")]
+    Auth(String),
     /// A spool could not be opened (`gateway.spool_dir`).
     #[error("cannot open a spool: {0}")]
     Spool(#[from] spool::SpoolError),
@@ -113,7 +117,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     }
     cluster.start_replay(&shutdown, &health, gw.replay_max_backoff);
     raw.start_replay(&shutdown, &health, gw.replay_max_backoff);
+    let auth = http::auth::Auth::from_config(&gw.auth).map_err(Error::Auth)?;
     let state = http::AppState {
+        auth,
         cluster,
         raw,
         alerts,

@@ -254,6 +254,38 @@ pub struct GatewayConfig {
     /// Records the alert path may hold in memory; beyond that points are
     /// dropped and counted (the alert path never slows writes).
     pub alert_queue_records: usize,
+    /// Users and what they may write, as InfluxDB's `auth-enabled`.
+    pub auth: AuthConfig,
+}
+
+/// Who may write (InfluxDB 1.x's users and grants, kept in the config).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require credentials on every write; off: anyone may write.
+    pub enabled: bool,
+    /// The users.
+    pub users: Vec<UserConfig>,
+}
+
+/// One user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name.
+    pub name: String,
+    /// The password as an argon2 PHC string (`trident-gateway
+    /// --hash-password` makes one); never the password itself.
+    pub password_hash: String,
+    /// May write to every database.
+    #[serde(default)]
+    pub admin: bool,
+    /// Databases the user may write to (`"*"`: all).
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Databases the user may read (for the query path).
+    #[serde(default)]
+    pub read: Vec<String>,
 }
 
 /// Which points the gateway sends to the alert topic.
@@ -279,6 +311,7 @@ impl Default for GatewayConfig {
             replay_max_backoff: Duration::from_secs(5),
             alerts: AlertPoints::Matching,
             alert_queue_records: 100_000,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -429,6 +462,35 @@ impl Config {
                 "gateway.spool_max_bytes",
                 "must be at least 1048576 (1 MiB): a spool must hold a whole request",
             ));
+        }
+        if service == Service::Gateway && self.gateway.auth.enabled {
+            if self.gateway.auth.users.is_empty() {
+                return Err(invalid(
+                    "gateway.auth.users",
+                    "is empty while gateway.auth.enabled = true: add [[gateway.auth.users]] entries",
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for user in &self.gateway.auth.users {
+                if user.name.is_empty() || !seen.insert(user.name.as_str()) {
+                    return Err(invalid(
+                        "gateway.auth.users",
+                        &format!(
+                            "user names must be non-empty and unique (\"{}\")",
+                            user.name
+                        ),
+                    ));
+                }
+                if !user.password_hash.starts_with("$argon2") {
+                    return Err(invalid(
+                        "gateway.auth.users",
+                        &format!(
+                            "user \"{}\": password_hash must be an argon2 PHC string ($argon2id$...); make one with `trident-gateway --hash-password`",
+                            user.name
+                        ),
+                    ));
+                }
+            }
         }
         if service == Service::Gateway
             && self.gateway.alerts != AlertPoints::Off

@@ -6,6 +6,7 @@
 //! InfluxDB 1.x server answers for the same body
 //! ([`trident_line_protocol::compat`]).
 
+pub mod auth;
 pub mod request;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +23,7 @@ use crate::fanout::Routed;
 use crate::fanout::alerts::AlertSink;
 use crate::fanout::influx::{ClusterSink, SinkError};
 use crate::fanout::kafka::RawSink;
-use request::{RequestError, WriteTarget, decode_body, v1_target, v2_target};
+use request::{RequestError, WriteTarget, credentials, decode_body, v1_target, v2_target};
 
 /// The version the gateway reports in `X-Influxdb-Version`.
 pub const INFLUXDB_VERSION: &str = "1.8.10-trident";
@@ -38,6 +39,8 @@ pub struct AppState {
     pub alerts: AlertSink,
     /// Largest body, also after inflation.
     pub max_body_bytes: usize,
+    /// Users and grants; `None`: anyone may write.
+    pub auth: Option<auth::Auth>,
 }
 
 /// The API routes (without `/health` and `/metrics`).
@@ -77,7 +80,7 @@ async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    write(&state, v1_target(&query), &headers, body).await
+    write(&state, &query, v1_target(&query), &headers, body).await
 }
 
 async fn write_v2(
@@ -86,7 +89,7 @@ async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    write(&state, v2_target(&query), &headers, body).await
+    write(&state, &query, v2_target(&query), &headers, body).await
 }
 
 /// `{"error":"..."}` byte for byte as InfluxDB writes it: Go's JSON
@@ -134,16 +137,54 @@ fn now_nanos() -> i64 {
         .unwrap_or_default()
 }
 
+/// 401/403 as InfluxDB words them, 401 with its challenge header.
+fn auth_error(e: &auth::AuthError) -> Response {
+    metrics::counter!("trident_gateway_requests_total", "outcome" => "unauthorized").increment(1);
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = error_body(status, &e.to_string());
+    if e.challenge() {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"InfluxDB\""),
+        );
+    }
+    response
+}
+
 async fn write(
     state: &AppState,
+    query: &[(String, String)],
     target: Result<WriteTarget, RequestError>,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    // InfluxDB's order: who is asking (401), what is asked (400), whether
+    // they may (403), then the body.
+    let user = match &state.auth {
+        None => None,
+        Some(auth) => {
+            let authorization = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let presented = match credentials(query, authorization) {
+                Ok(presented) => presented,
+                Err(_) => return auth_error(&auth::AuthError::Unparsable),
+            };
+            match auth.authenticate(presented).await {
+                Ok(user) => Some(user),
+                Err(e) => return auth_error(&e),
+            }
+        }
+    };
     let target = match target {
         Ok(target) => target,
         Err(e) => return request_error(&e),
     };
+    if let (Some(auth), Some(user)) = (&state.auth, &user)
+        && let Err(e) = auth.authorize_write(user, &target.db)
+    {
+        return auth_error(&e);
+    }
     // Read one byte more than allowed, to tell "at the limit" from "over".
     let raw = match axum::body::to_bytes(body, state.max_body_bytes + 1).await {
         Ok(raw) => raw,

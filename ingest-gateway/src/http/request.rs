@@ -86,6 +86,19 @@ pub struct Credentials {
     pub user: String,
     /// Password (or v2 token).
     pub password: String,
+    /// Where they came from.
+    pub source: Source,
+}
+
+/// Where credentials came from (InfluxDB words its refusals differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The `u` and `p` query parameters.
+    Params,
+    /// `Authorization: Basic …`.
+    Basic,
+    /// `Authorization: Token user:password` (1.8 and the v2 API).
+    Token,
 }
 
 /// The first value of `name`, as Go's `url.Values.Get` (InfluxDB) returns.
@@ -148,36 +161,47 @@ pub fn v2_target(query: &[(String, String)]) -> Result<WriteTarget, RequestError
     })
 }
 
-/// Credentials from `u`/`p`, `Authorization: Basic …` or
-/// `Authorization: Token user:password` (the header wins, as in 1.x).
+/// Credentials from `u` and `p` (both non-empty: they win, as on a 1.x
+/// node), else `Authorization: Basic …` or `Authorization: Token
+/// user:password`. A header that cannot be read is an error; no
+/// credentials at all is `None`.
 pub fn credentials(
     query: &[(String, String)],
     authorization: Option<&str>,
 ) -> Result<Option<Credentials>, RequestError> {
-    if let Some(header) = authorization {
-        let (scheme, value) = header
-            .trim()
-            .split_once(' ')
-            .ok_or(RequestError::BadCredentials)?;
-        let pair = if scheme.eq_ignore_ascii_case("basic") {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value.trim())
-                .map_err(|_| RequestError::BadCredentials)?;
-            String::from_utf8(bytes).map_err(|_| RequestError::BadCredentials)?
-        } else if scheme.eq_ignore_ascii_case("token") {
-            value.trim().to_owned()
-        } else {
-            return Err(RequestError::BadCredentials);
-        };
-        let (user, password) = pair.split_once(':').ok_or(RequestError::BadCredentials)?;
+    if let (Some(user), Some(password)) = (
+        param(query, "u").filter(|u| !u.is_empty()),
+        param(query, "p").filter(|p| !p.is_empty()),
+    ) {
         return Ok(Some(Credentials {
             user: user.to_owned(),
             password: password.to_owned(),
+            source: Source::Params,
         }));
     }
-    Ok(param(query, "u").map(|user| Credentials {
+    let Some(header) = authorization else {
+        return Ok(None);
+    };
+    let (scheme, value) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(RequestError::BadCredentials)?;
+    let (pair, source) = if scheme.eq_ignore_ascii_case("basic") {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| RequestError::BadCredentials)?;
+        let pair = String::from_utf8(bytes).map_err(|_| RequestError::BadCredentials)?;
+        (pair, Source::Basic)
+    } else if scheme.eq_ignore_ascii_case("token") {
+        (value.trim().to_owned(), Source::Token)
+    } else {
+        return Err(RequestError::BadCredentials);
+    };
+    let (user, password) = pair.split_once(':').ok_or(RequestError::BadCredentials)?;
+    Ok(Some(Credentials {
         user: user.to_owned(),
-        password: param(query, "p").unwrap_or_default().to_owned(),
+        password: password.to_owned(),
+        source,
     }))
 }
 
@@ -279,19 +303,23 @@ mod tests {
 
     #[test]
     fn credentials_from_every_place_influxdb_reads_them() {
-        let from_query = credentials(&q(&[("u", "ann"), ("p", "pw")]), None).unwrap();
-        assert_eq!(
-            from_query,
+        let ann = |source| {
             Some(Credentials {
                 user: "ann".into(),
-                password: "pw".into()
+                password: "pw".into(),
+                source,
             })
-        );
-        // "ann:pw" in base64.
+        };
+        let from_query = credentials(&q(&[("u", "ann"), ("p", "pw")]), None).unwrap();
+        assert_eq!(from_query, ann(Source::Params));
+        // "ann:pw" in base64. Parameters win over the header (as on 1.x),
+        // but only both of them.
+        let both = credentials(&q(&[("u", "ann"), ("p", "pw")]), Some("Basic Ym9iOng=")).unwrap();
+        assert_eq!(both, ann(Source::Params));
         let basic = credentials(&q(&[("u", "ignored")]), Some("Basic YW5uOnB3")).unwrap();
-        assert_eq!(basic, from_query, "the header wins");
+        assert_eq!(basic, ann(Source::Basic));
         let token = credentials(&[], Some("Token ann:pw")).unwrap();
-        assert_eq!(token, from_query);
+        assert_eq!(token, ann(Source::Token));
         assert_eq!(credentials(&[], None).unwrap(), None);
         for bad in [
             "Basic !!!",
