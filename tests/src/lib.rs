@@ -496,6 +496,7 @@ pub fn free_port_block() -> Option<u16> {
 pub struct PrivateStack {
     dir: PathBuf,
     base: u16,
+    vars: Vec<(String, String)>,
     /// Where its servers are.
     pub env: StackEnv,
 }
@@ -503,6 +504,12 @@ pub struct PrivateStack {
 impl PrivateStack {
     /// Starts it, with the optional servers in `with` (e.g. `["etcd"]`).
     pub fn up(with: &[&str]) -> Result<Self> {
+        Self::up_with(with, &[])
+    }
+
+    /// Starts it with `scripts/stack` settings `vars` (e.g.
+    /// `TRIDENT_STACK_INFLUX_AUTH=true`).
+    pub fn up_with(with: &[&str], vars: &[(&str, &str)]) -> Result<Self> {
         let base = free_port_block().ok_or_else(|| HarnessError::Script {
             args: "up".into(),
             stderr: "no free block of ports between 49000 and 60000".into(),
@@ -511,6 +518,10 @@ impl PrivateStack {
         let mut stack = Self {
             dir,
             base,
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             env: StackEnv {
                 influx_urls: Vec::new(),
                 clickhouse_url: String::new(),
@@ -546,6 +557,7 @@ impl PrivateStack {
             .args(args)
             .env("TRIDENT_STACK_DIR", &self.dir)
             .env("TRIDENT_STACK_PORT_BASE", self.base.to_string())
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .map_err(HarnessError::Runtime)?;
         if !out.status.success() {
