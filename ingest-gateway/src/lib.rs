@@ -103,6 +103,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         &config.alerter.rules,
         gw.alert_queue_records,
         config.kafka.delivery_timeout,
+        &config.kafka.compression,
     )?;
     alerts.start(&shutdown, &health);
     for s in cluster.spools().iter().chain([raw.spool()]) {

@@ -84,6 +84,7 @@ impl AlertSink {
         rules_path: &Path,
         queue_records: usize,
         timeout: Duration,
+        compression: &str,
     ) -> Result<Self, crate::Error> {
         let rules = if mode == AlertPoints::Matching && !rules_path.as_os_str().is_empty() {
             RuleSet::load(rules_path)?
@@ -94,7 +95,7 @@ impl AlertSink {
             .set("bootstrap.servers", brokers.join(","))
             .set("acks", "1")
             .set("linger.ms", "5")
-            .set("compression.type", "lz4")
+            .set("compression.type", compression)
             .set("queue.buffering.max.messages", queue_records.to_string())
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .create_with_context(CountDrops)?;

@@ -16,14 +16,17 @@
 //! broker returns. Spooled records are delivered at least once: a record
 //! the broker stored but did not acknowledge in time is produced again.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
+
+use trident_line_protocol::shard_hash;
 
 use super::{Backoff, Routed};
 use crate::http::request::WriteTarget;
@@ -39,6 +42,8 @@ pub struct KafkaUnavailable(pub String);
 pub struct RawSink {
     /// Replaced after every failed delivery (see [`RawSink::renew`]).
     producer: Arc<RwLock<FutureProducer>>,
+    /// The topic's partition count; 0 until known.
+    partitions: Arc<AtomicU32>,
     settings: ClientConfig,
     topic: String,
     timeout: Duration,
@@ -74,6 +79,7 @@ impl RawSink {
         let producer = settings.create()?;
         Ok(Self {
             producer: Arc::new(RwLock::new(producer)),
+            partitions: Arc::default(),
             settings,
             topic: topic.to_owned(),
             timeout,
@@ -95,30 +101,88 @@ impl RawSink {
         match self.settings.create::<FutureProducer>() {
             Ok(fresh) => {
                 *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                // Asked again with the new producer: the topic may have grown.
+                self.partitions.store(0, Ordering::Release);
             }
             Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
         }
     }
 
-    /// Appends the routed lines, one record per shard key, to the topic or,
-    /// if the broker does not take them, to the spool.
+    /// The raw topic's partition count, asked of the broker the first
+    /// time it is needed (and again after a failed delivery).
+    async fn partition_count(&self) -> Result<u32, KafkaUnavailable> {
+        let known = self.partitions.load(Ordering::Acquire);
+        if known > 0 {
+            return Ok(known);
+        }
+        let producer = self.current();
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        let count = tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| KafkaUnavailable(format!("cannot read the topic's metadata: {e}")))?;
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len());
+            u32::try_from(partitions)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    KafkaUnavailable(format!(
+                        "topic {topic} has no partitions: create it (kafka.raw_topic)"
+                    ))
+                })
+        })
+        .await
+        .map_err(|e| KafkaUnavailable(e.to_string()))??;
+        self.partitions.store(count, Ordering::Release);
+        Ok(count)
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Appends the routed lines to the topic — one record per partition,
+    /// each line in the partition of its shard key — or, if the broker
+    /// does not take them, to the spool.
     pub async fn write(
         &self,
         target: &WriteTarget,
         routed: &Routed,
     ) -> Result<(), KafkaUnavailable> {
-        // Records in the order their keys first appear in the request.
-        let mut groups: HashMap<&[u8], Vec<u8>> = HashMap::new();
-        let mut order: Vec<&[u8]> = Vec::new();
-        for i in 0..routed.len() {
-            let key = routed.key(i);
-            groups
-                .entry(key)
-                .or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
-                })
-                .extend_from_slice(routed.text(i));
+        // Per partition when the count is known; per shard key otherwise
+        // (valid whatever the count turns out to be). Either way a record's
+        // key is the shard key of its first line, and every line in it
+        // belongs to that key's partition.
+        let partitions = self.partitions.load(Ordering::Acquire) as usize;
+        let mut batches: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        if partitions > 0 {
+            let mut slot: Vec<usize> = vec![usize::MAX; partitions];
+            for i in 0..routed.len() {
+                let p = (routed.hash(i) % partitions as u64) as usize;
+                if slot[p] == usize::MAX {
+                    slot[p] = batches.len();
+                    batches.push((routed.key(i), Vec::new()));
+                }
+                batches[slot[p]].1.extend_from_slice(routed.text(i));
+            }
+        } else {
+            let mut slot: HashMap<&[u8], usize> = HashMap::new();
+            for i in 0..routed.len() {
+                let key = routed.key(i);
+                let at = *slot.entry(key).or_insert_with(|| {
+                    batches.push((key, Vec::new()));
+                    batches.len() - 1
+                });
+                batches[at].1.extend_from_slice(routed.text(i));
+            }
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -126,7 +190,7 @@ impl RawSink {
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
         let records: Vec<(&[u8], &[u8])> =
-            order.iter().map(|k| (*k, groups[k].as_slice())).collect();
+            batches.iter().map(|(k, p)| (*k, p.as_slice())).collect();
         if self.spool.is_empty() {
             match self.produce(&target.db, rp, now_ms, &records).await {
                 Ok(()) => return Ok(()),
@@ -161,14 +225,13 @@ impl RawSink {
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
     ) -> Result<(), KafkaUnavailable> {
-        let producer = self
-            .producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let result = self
-            .produce_with(&producer, db, rp, timestamp_ms, records)
-            .await;
+        let result = match self.partition_count().await {
+            Ok(partitions) => {
+                self.produce_with(&self.current(), partitions, db, rp, timestamp_ms, records)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             self.renew();
         }
@@ -178,19 +241,23 @@ impl RawSink {
     async fn produce_with(
         &self,
         producer: &FutureProducer,
+        partitions: u32,
         db: &str,
         rp: &str,
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
     ) -> Result<(), KafkaUnavailable> {
-        let deliveries = self.enqueue(producer, db, rp, timestamp_ms, records)?;
+        let deliveries = self.enqueue(producer, partitions, db, rp, timestamp_ms, records)?;
         self.acknowledged(deliveries).await
     }
 
-    /// Hands `records` to the producer; many are in flight at once.
+    /// Hands `records` to the producer, each to the partition of its key
+    /// (XXH3 of the shard key modulo `partitions`, the hash placement uses
+    /// too); many are in flight at once.
     fn enqueue(
         &self,
         producer: &FutureProducer,
+        partitions: u32,
         db: &str,
         rp: &str,
         timestamp_ms: i64,
@@ -207,7 +274,9 @@ impl RawSink {
                     key: "rp",
                     value: Some(rp),
                 });
+            let partition = (shard_hash(key) % u64::from(partitions.max(1))) as i32;
             let record = FutureRecord::to(&self.topic)
+                .partition(partition)
                 .key(*key)
                 .payload(*payload)
                 .headers(headers)
@@ -267,11 +336,15 @@ impl RawSink {
             // keeps each partition in order), then the acknowledgements
             // in spool order: the entries acknowledged up to the first
             // failure are removed.
-            let producer = self
-                .producer
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let producer = self.current();
+            let partitions = match self.partition_count().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "replay to the broker failed");
+                    tokio::time::sleep(backoff.next_wait()).await;
+                    continue;
+                }
+            };
             let mut pending = Vec::with_capacity(batch.len());
             for entry in &batch {
                 let parsed = spool::decode(entry).and_then(|f| {
@@ -286,7 +359,7 @@ impl RawSink {
                 let rp = String::from_utf8_lossy(fields[1]);
                 let records: Vec<(&[u8], &[u8])> =
                     fields[3..].chunks(2).map(|kv| (kv[0], kv[1])).collect();
-                match self.enqueue(&producer, &db, &rp, ts, &records) {
+                match self.enqueue(&producer, partitions, &db, &rp, ts, &records) {
                     Ok(deliveries) => pending.push(Some(deliveries)),
                     Err(e) => {
                         tracing::debug!(error = %e, "replay to the broker failed");
