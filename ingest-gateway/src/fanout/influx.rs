@@ -15,14 +15,13 @@
 //! count); short of that the answer is 503, and the spooled copies are
 //! still delivered later. Without it the level is `any`.
 
-use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use trident_cluster::Placement;
+use trident_influx_client::{Databases, send};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
@@ -63,6 +62,21 @@ pub enum SinkError {
     },
 }
 
+impl From<trident_influx_client::Error> for SinkError {
+    fn from(e: trident_influx_client::Error) -> Self {
+        use trident_influx_client::Error as E;
+        match e {
+            E::DatabaseNotFound(db) => SinkError::DatabaseNotFound(db),
+            E::Refused(message) => SinkError::Refused(message),
+            E::Unavailable { node, reason } => SinkError::Unavailable { node, reason },
+            E::Client(reason) => SinkError::Unavailable {
+                node: "?".into(),
+                reason,
+            },
+        }
+    }
+}
+
 /// What became of one node's part of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stored {
@@ -77,8 +91,8 @@ pub struct ClusterSink {
     client: reqwest::Client,
     create_databases: bool,
     gzip: bool,
-    /// (node index, database) pairs known to exist.
-    known: Arc<Mutex<HashSet<(usize, String)>>>,
+    /// Databases known to exist, per node.
+    known: Databases,
     /// One hinted-handoff spool per node, by node index.
     spools: Arc<Vec<Spool>>,
 }
@@ -138,7 +152,7 @@ impl ClusterSink {
                 .build()?,
             create_databases: options.create_databases,
             gzip: options.gzip,
-            known: Arc::default(),
+            known: Databases::default(),
             spools: Arc::new(spools),
         })
     }
@@ -301,7 +315,7 @@ impl ClusterSink {
         // down stops only the writes it owns.
         self.ensure_database(index, db).await?;
         let url = &self.placement.topology().nodes[index].url;
-        send(&self.client, url, db, rp, body, self.gzip).await
+        Ok(send(&self.client, url, db, rp, body, self.gzip).await?)
     }
 
     /// Sends node `index`'s spool back to it, head first, until stopped.
@@ -388,33 +402,11 @@ impl ClusterSink {
     }
 
     async fn ensure_database(&self, index: usize, db: &str) -> Result<(), SinkError> {
-        let key = (index, db.to_owned());
-        if self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
-        {
-            return Ok(());
-        }
         let url = &self.placement.topology().nodes[index].url;
-        if self.create_databases {
-            let statement = format!("CREATE DATABASE \"{}\"", db.replace('"', "\\\""));
-            query(&self.client, url, &statement).await?;
-        } else {
-            let listed = query(&self.client, url, "SHOW DATABASES").await?;
-            let exists = listed["results"][0]["series"][0]["values"]
-                .as_array()
-                .is_some_and(|rows| rows.iter().any(|r| r[0].as_str() == Some(db)));
-            if !exists {
-                return Err(SinkError::DatabaseNotFound(db.to_owned()));
-            }
-        }
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key);
-        Ok(())
+        Ok(self
+            .known
+            .ensure(&self.client, index, url, db, self.create_databases)
+            .await?)
     }
 }
 
@@ -428,79 +420,4 @@ async fn remove(spool: &Spool, entries: &[Vec<u8>]) -> Result<(), SinkError> {
             node: spool.name().to_owned(),
             reason: e.to_string(),
         })
-}
-
-async fn query(
-    client: &reqwest::Client,
-    url: &str,
-    q: &str,
-) -> Result<serde_json::Value, SinkError> {
-    let unavailable = |reason: String| SinkError::Unavailable {
-        node: url.to_owned(),
-        reason,
-    };
-    let resp = client
-        .post(format!("{url}/query"))
-        .query(&[("q", q)])
-        .send()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
-    if !status.is_success() {
-        return Err(unavailable(format!("{status}: {text}")));
-    }
-    serde_json::from_str(&text).map_err(|e| unavailable(format!("not JSON ({e})")))
-}
-
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    db: &str,
-    rp: Option<&str>,
-    body: Bytes,
-    gzip: bool,
-) -> Result<(), SinkError> {
-    let unavailable = |reason: String| SinkError::Unavailable {
-        node: url.to_owned(),
-        reason,
-    };
-    let body = if gzip {
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 4),
-            flate2::Compression::fast(),
-        );
-        gz.write_all(&body)
-            .map_err(|e| unavailable(e.to_string()))?;
-        Bytes::from(gz.finish().map_err(|e| unavailable(e.to_string()))?)
-    } else {
-        body
-    };
-    let mut query = vec![("db", db), ("precision", "n")];
-    if let Some(rp) = rp {
-        query.push(("rp", rp));
-    }
-    let mut request = client.post(format!("{url}/write")).query(&query);
-    if gzip {
-        request = request.header("content-encoding", "gzip");
-    }
-    let resp = request
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let text = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or(text);
-    if status.is_client_error() {
-        Err(SinkError::Refused(message))
-    } else {
-        Err(unavailable(format!("{status}: {message}")))
-    }
 }

@@ -1,0 +1,309 @@
+//! # trident-influx-client
+//!
+//! How Trident talks to InfluxDB 1.x nodes, shared by the services that
+//! write into the cluster (the gateway's cluster sink, the downsampler's
+//! rollups):
+//!
+//! ```text
+//! line text ──ClusterWriter::write──► parse, shard key, ring owners
+//!           ──per-node body──► send (POST /write, optional gzip) on every owner
+//! statements ──query──► POST /query on one node
+//! ```
+//!
+//! [`Databases`] remembers which databases (and retention policies) exist
+//! on which node, so each is created once, where it is written.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use trident_cluster::Placement;
+
+/// Why a node did not take a write or a statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The database does not exist and may not be created.
+    #[error("database not found: \"{0}\"")]
+    DatabaseNotFound(String),
+    /// The node refused for a reason the sender must fix (e.g. a field
+    /// type conflict); InfluxDB's own error text.
+    #[error("{0}")]
+    Refused(String),
+    /// The node could not be reached or failed; a retry may succeed.
+    #[error("InfluxDB node {node} is unavailable: {reason}")]
+    Unavailable {
+        /// The node's URL.
+        node: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Runs statement `q` on the node at `url`; its JSON answer.
+pub async fn query(
+    client: &reqwest::Client,
+    url: &str,
+    q: &str,
+) -> Result<serde_json::Value, Error> {
+    let unavailable = |reason: String| Error::Unavailable {
+        node: url.to_owned(),
+        reason,
+    };
+    let resp = client
+        .post(format!("{url}/query"))
+        .query(&[("q", q)])
+        .send()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
+    if !status.is_success() {
+        return Err(unavailable(format!("{status}: {text}")));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| unavailable(format!("not JSON ({e})")))?;
+    if let Some(error) = json["results"][0]["error"].as_str() {
+        return Err(Error::Refused(error.to_owned()));
+    }
+    Ok(json)
+}
+
+/// Writes `body` (line protocol, nanosecond timestamps) to `db`/`rp` on the
+/// node at `url`, gzip'd if `gzip`.
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    db: &str,
+    rp: Option<&str>,
+    body: Bytes,
+    gzip: bool,
+) -> Result<(), Error> {
+    let unavailable = |reason: String| Error::Unavailable {
+        node: url.to_owned(),
+        reason,
+    };
+    let body = if gzip {
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&body)
+            .map_err(|e| unavailable(e.to_string()))?;
+        Bytes::from(gz.finish().map_err(|e| unavailable(e.to_string()))?)
+    } else {
+        body
+    };
+    let mut params = vec![("db", db), ("precision", "n")];
+    if let Some(rp) = rp {
+        params.push(("rp", rp));
+    }
+    let mut request = client.post(format!("{url}/write")).query(&params);
+    if gzip {
+        request = request.header("content-encoding", "gzip");
+    }
+    let resp = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or(text);
+    if status.is_client_error() {
+        Err(Error::Refused(message))
+    } else {
+        Err(unavailable(format!("{status}: {message}")))
+    }
+}
+
+/// An identifier quoted for InfluxQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Which databases and retention policies are known to exist on which
+/// node (by index); cheap to clone, shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct Databases {
+    known: Arc<Mutex<HashSet<(usize, String)>>>,
+}
+
+impl Databases {
+    fn is_known(&self, key: &(usize, String)) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    fn remember(&self, key: (usize, String)) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+    }
+
+    /// Makes sure `db` exists on node `index` at `url`: created when
+    /// `create`, else looked up (and [`Error::DatabaseNotFound`] if absent).
+    pub async fn ensure(
+        &self,
+        client: &reqwest::Client,
+        index: usize,
+        url: &str,
+        db: &str,
+        create: bool,
+    ) -> Result<(), Error> {
+        let key = (index, db.to_owned());
+        if self.is_known(&key) {
+            return Ok(());
+        }
+        if create {
+            query(client, url, &format!("CREATE DATABASE {}", quote_ident(db))).await?;
+        } else {
+            let listed = query(client, url, "SHOW DATABASES").await?;
+            let exists = listed["results"][0]["series"][0]["values"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r[0].as_str() == Some(db)));
+            if !exists {
+                return Err(Error::DatabaseNotFound(db.to_owned()));
+            }
+        }
+        self.remember(key);
+        Ok(())
+    }
+
+    /// Makes sure retention policy `rp` (infinite, not the default) exists
+    /// in `db` on node `index`, creating both if needed.
+    pub async fn ensure_rp(
+        &self,
+        client: &reqwest::Client,
+        index: usize,
+        url: &str,
+        db: &str,
+        rp: &str,
+    ) -> Result<(), Error> {
+        self.ensure(client, index, url, db, true).await?;
+        let key = (index, format!("{db}\0{rp}"));
+        if self.is_known(&key) {
+            return Ok(());
+        }
+        let statement = format!(
+            "CREATE RETENTION POLICY {} ON {} DURATION INF REPLICATION 1",
+            quote_ident(rp),
+            quote_ident(db)
+        );
+        match query(client, url, &statement).await {
+            Ok(_) => {}
+            // Created earlier (by us or an operator) with other settings.
+            Err(Error::Refused(message)) if message.contains("already exists") => {}
+            Err(e) => return Err(e),
+        }
+        self.remember(key);
+        Ok(())
+    }
+}
+
+/// Writes line text into the cluster: each line to the replication
+/// factor's worth of nodes the ring gives its shard key, one request per
+/// node, all nodes at once; a write succeeds when every owner stored it.
+#[derive(Debug, Clone)]
+pub struct ClusterWriter {
+    placement: Arc<Placement>,
+    client: reqwest::Client,
+    gzip: bool,
+    databases: Databases,
+}
+
+impl ClusterWriter {
+    /// A writer over `placement`; `timeout` bounds each request.
+    pub fn new(placement: Placement, timeout: Duration, gzip: bool) -> Result<Self, Error> {
+        Ok(Self {
+            placement: Arc::new(placement),
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| Error::Client(e.to_string()))?,
+            gzip,
+            databases: Databases::default(),
+        })
+    }
+
+    /// The placement in use.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Writes `text` (valid line protocol, nanosecond timestamps) to
+    /// `db`/`rp`, creating the database and retention policy on the nodes
+    /// that need them. Lines that do not parse are refused.
+    pub async fn write(&self, db: &str, rp: &str, text: &[u8]) -> Result<(), Error> {
+        let topology = self.placement.topology();
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
+        let mut key = Vec::new();
+        for line in trident_line_protocol::parse_lines(text) {
+            let line = line.map_err(|e| Error::Refused(e.to_string()))?;
+            let strategy = self
+                .placement
+                .strategy_for(db, &line.measurement().as_str());
+            key.clear();
+            let hash = line.shard_hash(strategy, &mut key);
+            for &node in self
+                .placement
+                .ring()
+                .owners(hash, topology.replication)
+                .as_slice()
+            {
+                let body = &mut bodies[usize::from(node)];
+                body.extend_from_slice(line.text().as_bytes());
+                body.push(b'\n');
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, body) in bodies.into_iter().enumerate() {
+            if body.is_empty() {
+                continue;
+            }
+            let (writer, db, rp) = (self.clone(), db.to_owned(), rp.to_owned());
+            tasks.spawn(async move {
+                let url = &writer.placement.topology().nodes[index].url;
+                writer
+                    .databases
+                    .ensure_rp(&writer.client, index, url, &db, &rp)
+                    .await?;
+                send(
+                    &writer.client,
+                    url,
+                    &db,
+                    Some(&rp),
+                    Bytes::from(body),
+                    writer.gzip,
+                )
+                .await
+            });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.unwrap_or_else(|e| {
+                Err(Error::Unavailable {
+                    node: "?".into(),
+                    reason: e.to_string(),
+                })
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
