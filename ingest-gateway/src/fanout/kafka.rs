@@ -15,7 +15,7 @@
 //! produces the spool back, with its original keys and timestamps, when the
 //! broker returns. Spooled records are delivered at least once: a record
 //! the broker stored but did not acknowledge in time is produced again.
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,9 @@ use trident_line_protocol::shard_hash;
 use super::{Backoff, Routed};
 use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
+
+/// A partition, the key of its first entry, and its entries joined.
+type PartitionBatch<'a> = (i32, &'a [u8], Cow<'a, [u8]>);
 
 /// Why the raw topic did not take a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,15 +104,13 @@ impl RawSink {
         match self.settings.create::<FutureProducer>() {
             Ok(fresh) => {
                 *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-                // Asked again with the new producer: the topic may have grown.
-                self.partitions.store(0, Ordering::Release);
             }
             Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
         }
     }
 
     /// The raw topic's partition count, asked of the broker the first
-    /// time it is needed (and again after a failed delivery).
+    /// time it is needed. (Partitions added later are used after a restart.)
     async fn partition_count(&self) -> Result<u32, KafkaUnavailable> {
         let known = self.partitions.load(Ordering::Acquire);
         if known > 0 {
@@ -161,6 +162,16 @@ impl RawSink {
         // (valid whatever the count turns out to be). Either way a record's
         // key is the shard key of its first line, and every line in it
         // belongs to that key's partition.
+        // Lines of one partition must stay in request order in one record:
+        // a consumer's watermark follows the newest line of its partition.
+        // Known partition count: one record per partition. Unknown (the
+        // broker has not answered yet): one entry per line, in order, which
+        // `produce` groups by partition once the count is known.
+        if self.partitions.load(Ordering::Acquire) == 0 && self.spool.is_empty() {
+            // Not while spooling: the broker is away and would make every
+            // write wait for its metadata.
+            let _ = self.partition_count().await;
+        }
         let partitions = self.partitions.load(Ordering::Acquire) as usize;
         let mut batches: Vec<(&[u8], Vec<u8>)> = Vec::new();
         if partitions > 0 {
@@ -174,14 +185,8 @@ impl RawSink {
                 batches[slot[p]].1.extend_from_slice(routed.text(i));
             }
         } else {
-            let mut slot: HashMap<&[u8], usize> = HashMap::new();
             for i in 0..routed.len() {
-                let key = routed.key(i);
-                let at = *slot.entry(key).or_insert_with(|| {
-                    batches.push((key, Vec::new()));
-                    batches.len() - 1
-                });
-                batches[at].1.extend_from_slice(routed.text(i));
+                batches.push((routed.key(i), routed.text(i).to_vec()));
             }
         }
         let now_ms = SystemTime::now()
@@ -263,8 +268,19 @@ impl RawSink {
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
     ) -> Result<Vec<DeliveryFuture>, KafkaUnavailable> {
-        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
+        // One record per partition: the entries of each partition joined in
+        // their order, keyed by the first one's key.
+        let n = u64::from(partitions.max(1));
+        let mut by_partition: Vec<PartitionBatch<'_>> = Vec::new();
         for (key, payload) in records {
+            let partition = (shard_hash(key) % n) as i32;
+            match by_partition.iter_mut().find(|(p, _, _)| *p == partition) {
+                Some((_, _, joined)) => joined.to_mut().extend_from_slice(payload),
+                None => by_partition.push((partition, key, Cow::Borrowed(payload))),
+            }
+        }
+        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(by_partition.len());
+        for (partition, key, payload) in &by_partition {
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "db",
@@ -274,11 +290,10 @@ impl RawSink {
                     key: "rp",
                     value: Some(rp),
                 });
-            let partition = (shard_hash(key) % u64::from(partitions.max(1))) as i32;
             let record = FutureRecord::to(&self.topic)
-                .partition(partition)
+                .partition(*partition)
                 .key(*key)
-                .payload(*payload)
+                .payload(payload.as_ref())
                 .headers(headers)
                 .timestamp(timestamp_ms);
             match producer.send_result(record) {
