@@ -14,9 +14,21 @@ struct Cli {
     common: CommonArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.common
-        .check_config_only(downsampler::SERVICE, downsampler::NOT_BUILT)?;
+    let Some(config) = cli.common.start(downsampler::SERVICE)? else {
+        return Ok(());
+    };
+    let admin = tokio::net::TcpListener::bind(config.downsampler.admin_listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (downsampler.admin_listen): {e}",
+                config.downsampler.admin_listen
+            )
+        })?;
+    let shutdown = trident_service::shutdown::Shutdown::on_signals()?;
+    downsampler::run(config, admin, shutdown).await?;
     Ok(())
 }

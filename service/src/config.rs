@@ -322,13 +322,91 @@ impl Default for GatewayConfig {
 pub struct DownsamplerConfig {
     /// Address of `/health` and `/metrics`.
     pub admin_listen: SocketAddr,
+    /// This instance's number, 0-based: it owns the raw topic's partitions
+    /// `p` with `p % instances == instance`.
+    pub instance: u32,
+    /// How many instances split the partitions.
+    pub instances: u32,
+    /// Explicit partitions to own instead (empty: by `instance`).
+    pub partitions: Vec<i32>,
+    /// Tumbling window sizes, e.g. `["1m", "5m", "1h"]`.
+    #[serde(with = "humantime_vec")]
+    pub windows: Vec<Duration>,
+    /// Aggregates written for numeric fields (strings and booleans get
+    /// count and last): count, sum, min, max, mean, first, last.
+    pub aggregates: Vec<String>,
+    /// How far event time may run behind the newest point of a partition
+    /// before a window closes; later points are dropped and counted.
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// How far a point's time may be ahead of its ingest time; points
+    /// further in the future are dropped and counted (the replay rule
+    /// depends on it, see docs/downsampler.md).
+    #[serde(with = "humantime_serde")]
+    pub future_skew: Duration,
+    /// How much of the raw topic is re-read at start to rebuild state; at
+    /// least the largest window + lateness + future_skew.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Rollups of window size `w` go to retention policy
+    /// `<rp_prefix><w>` of the point's database (e.g. `rollup_1m`).
+    pub rp_prefix: String,
+    /// Append every emitted rollup line to this file (an audit of what
+    /// was written; empty: off).
+    pub emit_log: PathBuf,
 }
 
 impl Default for DownsamplerConfig {
     fn default() -> Self {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9271)),
+            instance: 0,
+            instances: 1,
+            partitions: Vec::new(),
+            windows: vec![
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+            ],
+            aggregates: ["count", "sum", "min", "max", "mean", "first", "last"]
+                .map(str::to_owned)
+                .to_vec(),
+            lateness: Duration::from_secs(30),
+            future_skew: Duration::from_secs(60),
+            lookback: Duration::from_secs(2 * 3600),
+            rp_prefix: "rollup_".to_owned(),
+            emit_log: PathBuf::new(),
         }
+    }
+}
+
+/// A list of durations written as humantime strings (`"1m"`), also from
+/// one comma-separated environment value.
+mod humantime_vec {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Csv(String),
+        }
+        let items = match Raw::deserialize(d)? {
+            Raw::List(items) => items,
+            Raw::Csv(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
+        };
+        items
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -534,6 +612,46 @@ impl Config {
         }
         if uses_alert_stream && self.kafka.alert_topic.trim().is_empty() {
             return Err(invalid("kafka.alert_topic", "must name a topic"));
+        }
+        if service == Service::Downsampler {
+            let d = &self.downsampler;
+            if d.instances == 0 || d.instance >= d.instances {
+                return Err(invalid(
+                    "downsampler.instance",
+                    &format!(
+                        "must be below downsampler.instances ({}); instances count from 0",
+                        d.instances
+                    ),
+                ));
+            }
+            if d.windows.is_empty() || d.windows.iter().any(|w| w.is_zero()) {
+                return Err(invalid(
+                    "downsampler.windows",
+                    "list at least one window longer than 0s, e.g. [\"1m\", \"1h\"]",
+                ));
+            }
+            for a in &d.aggregates {
+                if !["count", "sum", "min", "max", "mean", "first", "last"].contains(&a.as_str()) {
+                    return Err(invalid(
+                        "downsampler.aggregates",
+                        &format!(
+                            "unknown aggregate \"{a}\": use count, sum, min, max, mean, first, last"
+                        ),
+                    ));
+                }
+            }
+            let largest = d.windows.iter().max().copied().unwrap_or_default();
+            let needed = largest + d.lateness + d.future_skew;
+            if d.lookback < needed {
+                return Err(invalid(
+                    "downsampler.lookback",
+                    &format!(
+                        "is {}, but must be at least the largest window + lateness + future_skew = {}",
+                        humantime::format_duration(d.lookback),
+                        humantime::format_duration(needed)
+                    ),
+                ));
+            }
         }
         if service == Service::Writer {
             if self.clickhouse.url.is_empty() {

@@ -341,8 +341,19 @@ impl Drop for InfluxDb {
 
 /// Runs an InfluxQL statement on one node (POST /query) and returns the JSON.
 pub async fn influx_query(url: &str, q: &str, db: Option<&str>) -> Result<serde_json::Value> {
+    influx_query_with(url, q, db, &[]).await
+}
+
+/// [`influx_query`] with more parameters, e.g. `("epoch", "ns")`.
+pub async fn influx_query_with(
+    url: &str,
+    q: &str,
+    db: Option<&str>,
+    params: &[(&str, &str)],
+) -> Result<serde_json::Value> {
     let endpoint = format!("{url}/query");
     let mut query = vec![("q", q)];
+    query.extend_from_slice(params);
     if let Some(db) = db {
         query.push(("db", db));
     }

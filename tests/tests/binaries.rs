@@ -106,7 +106,7 @@ fn a_missing_setting_says_what_to_set() {
 #[test]
 fn services_without_a_data_path_refuse_to_start() {
     let vars = stack_vars();
-    for name in ["trident-downsampler", "trident-alerter", "trident-writer"] {
+    for name in ["trident-alerter", "trident-writer"] {
         let out = run(name, &[], &vars);
         assert!(!out.status.success(), "{name} must not pretend to run");
         let stderr = String::from_utf8_lossy(&out.stderr);
