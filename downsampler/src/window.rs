@@ -396,7 +396,8 @@ impl Rollups {
         self.scratch.extend_from_slice(db.as_bytes());
         self.scratch.push(0);
         self.scratch.extend_from_slice(rp.as_bytes());
-        let text = String::from_utf8_lossy(&self.scratch).into_owned();
+        // Both parts are &str, so the joined bytes are UTF-8.
+        let text = std::str::from_utf8(&self.scratch).unwrap_or_default();
         id(self.strings.get_or_intern(text))
     }
 
