@@ -31,7 +31,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use trident_influx_client::ClusterWriter;
 use trident_service::config::{Config, Service};
@@ -52,10 +51,7 @@ pub enum Error {
     /// The InfluxDB client could not be built.
     #[error(transparent)]
     Influx(#[from] trident_influx_client::Error),
-    /// The broker could not be asked or assigned.
-    #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    /// The raw topic or the partitions to own are not usable.
+    /// The aggregates listed are not usable.
     #[error("{0}")]
     Partitions(String),
     /// Serving, metrics or signals failed.
@@ -69,30 +65,6 @@ pub enum Error {
         /// What failed.
         source: std::io::Error,
     },
-}
-
-/// The partitions instance `instance` of `instances` owns out of
-/// `count`, or the explicit list (each checked to exist).
-pub fn owned_partitions(
-    count: i32,
-    instance: u32,
-    instances: u32,
-    explicit: &[i32],
-) -> Result<Vec<i32>, String> {
-    if !explicit.is_empty() {
-        if let Some(p) = explicit.iter().find(|&&p| p < 0 || p >= count) {
-            return Err(format!(
-                "downsampler.partitions lists {p}, but the raw topic has partitions 0..{count}"
-            ));
-        }
-        let mut owned = explicit.to_vec();
-        owned.sort_unstable();
-        owned.dedup();
-        return Ok(owned);
-    }
-    Ok((0..count)
-        .filter(|p| u32::try_from(*p).is_ok_and(|p| p % instances.max(1) == instance))
-        .collect())
 }
 
 /// The retention-policy suffix of a window size: `1m`, `5m`, `1h`, `90s`.
@@ -142,63 +114,20 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         }
     });
 
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", config.kafka.brokers.join(","))
-            // Required by librdkafka; never joined: partitions are assigned.
-            .set("group.id", "trident-downsampler")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()?,
-    );
     let topic = config.kafka.raw_topic.clone();
-    let timeout = config.kafka.delivery_timeout;
-    let metadata_consumer = consumer.clone();
-    let metadata_topic = topic.clone();
-    let count = tokio::task::spawn_blocking(move || {
-        metadata_consumer
-            .fetch_metadata(Some(&metadata_topic), timeout)
-            .map(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == metadata_topic)
-                    .map_or(0, |t| t.partitions().len())
-            })
-    })
-    .await
-    .map_err(|e| Error::Partitions(e.to_string()))??;
-    let count = i32::try_from(count).unwrap_or(0);
-    if count == 0 {
-        return Err(Error::Partitions(format!(
-            "the raw topic {topic} has no partitions: create it (kafka.raw_topic)"
-        )));
-    }
-    let owned = owned_partitions(count, d.instance, d.instances, &d.partitions)
-        .map_err(Error::Partitions)?;
-
-    // Re-read the lookback: seek a minute earlier (record times are not
-    // strictly ordered), then skip records older than the start.
     let started = now_nanos();
     let replay_from = started - nanos(d.lookback);
-    let seek_ms = (replay_from - 60_000_000_000) / 1_000_000;
-    let mut wanted = TopicPartitionList::new();
-    for &p in &owned {
-        wanted.add_partition_offset(&topic, p, Offset::Offset(seek_ms))?;
-    }
-    let seek_consumer = consumer.clone();
-    let offsets =
-        tokio::task::spawn_blocking(move || seek_consumer.offsets_for_times(wanted, timeout))
-            .await
-            .map_err(|e| Error::Partitions(e.to_string()))??;
-    let mut assignment = TopicPartitionList::new();
-    for element in offsets.elements() {
-        let offset = match element.offset() {
-            Offset::Offset(o) if o >= 0 => Offset::Offset(o),
-            _ => Offset::End,
-        };
-        assignment.add_partition_offset(&topic, element.partition(), offset)?;
-    }
-    consumer.assign(&assignment)?;
+    let pinned = trident_service::pinned::pin(trident_service::pinned::PinOptions {
+        brokers: &config.kafka.brokers,
+        topic: &topic,
+        instance: d.instance,
+        instances: d.instances,
+        partitions: &d.partitions,
+        replay_from_ms: replay_from / 1_000_000,
+        timeout: config.kafka.delivery_timeout,
+    })
+    .await?;
+    let (consumer, owned, count) = (pinned.consumer, pinned.partitions, pinned.count);
     tracing::info!(?owned, of = count, lookback = ?d.lookback, "partitions assigned; re-reading the lookback");
     health.set(
         "partitions",
@@ -399,26 +328,6 @@ async fn report_lag(consumer: &Arc<StreamConsumer>, topic: &str, positions: &Has
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn instances_split_the_partitions_without_overlap_or_gap() {
-        for count in [1, 4, 7, 8] {
-            for instances in 1..=4u32 {
-                let mut all: Vec<i32> = (0..instances)
-                    .flat_map(|i| owned_partitions(count, i, instances, &[]).unwrap())
-                    .collect();
-                all.sort_unstable();
-                assert_eq!(
-                    all,
-                    (0..count).collect::<Vec<_>>(),
-                    "{count} over {instances}"
-                );
-            }
-        }
-        assert_eq!(owned_partitions(8, 0, 1, &[5, 2, 5]).unwrap(), [2, 5]);
-        let e = owned_partitions(4, 0, 1, &[4]).unwrap_err();
-        assert!(e.contains("0..4"), "{e}");
-    }
 
     #[test]
     fn window_sizes_name_their_retention_policies() {

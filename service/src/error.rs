@@ -28,6 +28,9 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    /// The broker could not be asked or the partitions assigned.
+    #[error("Kafka: {0}")]
+    Kafka(String),
     /// The service's data path does not exist yet.
     #[error("{0}")]
     NotBuilt(&'static str),

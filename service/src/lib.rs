@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod health;
+pub mod pinned;
 pub mod shutdown;
 pub mod telemetry;
 
