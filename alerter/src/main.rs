@@ -1,6 +1,8 @@
 //! `trident-alerter`: see the crate documentation of `alerter`.
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 use trident_service::cli::CommonArgs;
 
 #[derive(Debug, Parser)]
@@ -12,11 +14,40 @@ use trident_service::cli::CommonArgs;
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a rules file and exit: "FILE: N rules" or FILE:LINE:COLUMN and what to fix.
+    CheckRules {
+        /// The rules file.
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.common
-        .check_config_only(alerter::SERVICE, alerter::NOT_BUILT)?;
+    if let Some(Command::CheckRules { file }) = &cli.command {
+        let rules = trident_alert_rules::RuleSet::load(file)?;
+        println!("{}: {} rules", file.display(), rules.rules().len());
+        return Ok(());
+    }
+    let Some(config) = cli.common.start(alerter::SERVICE)? else {
+        return Ok(());
+    };
+    let admin = tokio::net::TcpListener::bind(config.alerter.admin_listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (alerter.admin_listen): {e}",
+                config.alerter.admin_listen
+            )
+        })?;
+    let shutdown = trident_service::shutdown::Shutdown::on_signals()?;
+    alerter::run(config, admin, shutdown).await?;
     Ok(())
 }

@@ -420,6 +420,63 @@ pub struct AlerterConfig {
     /// too, to send the alert topic only the points a rule looks at.
     /// Empty: no rules.
     pub rules: PathBuf,
+    /// This instance's number, 0-based: it owns the alert topic's
+    /// partitions `p % instances == instance`.
+    pub instance: u32,
+    /// How many instances split the partitions.
+    pub instances: u32,
+    /// Explicit partitions to own instead (empty: by `instance`).
+    pub partitions: Vec<i32>,
+    /// How much of the alert topic is re-read at start to rebuild windows
+    /// and `for` state; at least the longest window or `for` of any rule.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Webhook receivers.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Alertmanager base URLs (`http://host:9093`); alerts go to
+    /// `/api/v2/alerts` of each. Comma-separated in the environment.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are sent to Alertmanager again.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Notifications held in memory; beyond, they are dropped and counted
+    /// (evaluation never waits for a receiver).
+    pub notify_queue: usize,
+}
+
+/// A webhook receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Its name (the `receiver` field of the payload).
+    pub name: String,
+    /// Where to POST.
+    pub url: String,
+    /// If set, `X-Trident-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub secret: String,
+    /// Bound on each attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts before a notification is given up (and counted).
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Notifications in flight to this receiver at most.
+    #[serde(default = "default_webhook_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_webhook_attempts() -> u32 {
+    4
+}
+
+fn default_webhook_concurrency() -> usize {
+    4
 }
 
 impl Default for AlerterConfig {
@@ -427,6 +484,14 @@ impl Default for AlerterConfig {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9272)),
             rules: PathBuf::new(),
+            instance: 0,
+            instances: 1,
+            partitions: Vec::new(),
+            lookback: Duration::from_secs(15 * 60),
+            webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
+            resend_interval: Duration::from_secs(60),
+            notify_queue: 10_000,
         }
     }
 }
@@ -653,6 +718,27 @@ impl Config {
                 ));
             }
         }
+        if service == Service::Alerter {
+            let a = &self.alerter;
+            if a.instances == 0 || a.instance >= a.instances {
+                return Err(invalid(
+                    "alerter.instance",
+                    &format!("must be below alerter.instances ({})", a.instances),
+                ));
+            }
+            if a.rules.as_os_str().is_empty() {
+                return Err(invalid(
+                    "alerter.rules",
+                    "is empty: name the rules file (docs/alert-rules.md)",
+                ));
+            }
+            for w in &a.webhooks {
+                check_http_url("alerter.webhooks.url", &w.url)?;
+            }
+            for url in &a.alertmanagers {
+                check_http_url("alerter.alertmanagers", url)?;
+            }
+        }
         if service == Service::Writer {
             if self.clickhouse.url.is_empty() {
                 return Err(invalid(
@@ -867,9 +953,13 @@ mod tests {
     fn alerter_uses_its_own_brokers_when_given() {
         let mut config = Config::default();
         config.kafka.alert_brokers = vec!["alerts:9092".into()];
+        config.alerter.rules = "rules.toml".into();
         config
             .validate(Service::Alerter)
             .expect("alert brokers suffice");
+        config.alerter.rules = PathBuf::new();
+        let e = config.validate(Service::Alerter).unwrap_err().to_string();
+        assert!(e.contains("alerter.rules"), "{e}");
         assert_eq!(config.kafka.alert_brokers(), ["alerts:9092"]);
     }
 

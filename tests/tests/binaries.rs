@@ -32,9 +32,18 @@ fn run(name: &str, args: &[&str], env: &[(String, String)]) -> Output {
         .expect("run binary")
 }
 
+/// The stack's environment, plus the example rules file the alerter needs.
 fn stack_vars() -> Vec<(String, String)> {
     let env = trident_e2e::StackEnv::load().expect("stack env (scripts/stack up)");
-    env.vars.into_iter().collect()
+    let mut vars: Vec<(String, String)> = env.vars.into_iter().collect();
+    vars.push((
+        "TRIDENT_ALERTER_RULES".into(),
+        trident_e2e::repo_root()
+            .join("config/rules.toml")
+            .to_string_lossy()
+            .into_owned(),
+    ));
+    vars
 }
 
 #[test]
@@ -104,14 +113,12 @@ fn a_missing_setting_says_what_to_set() {
 }
 
 #[test]
-fn services_without_a_data_path_refuse_to_start() {
+fn the_writer_without_its_data_path_refuses_to_start() {
     let vars = stack_vars();
-    for name in ["trident-alerter", "trident-writer"] {
-        let out = run(name, &[], &vars);
-        assert!(!out.status.success(), "{name} must not pretend to run");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("not built yet"), "{name}: {stderr}");
-    }
+    let out = run("trident-writer", &[], &vars);
+    assert!(!out.status.success(), "the writer must not pretend to run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not built yet"), "{stderr}");
 }
 
 /// The gateway binary serves, and stops cleanly on SIGTERM.
@@ -149,4 +156,35 @@ fn the_gateway_serves_and_stops_on_sigterm() {
     let status = child.wait().expect("wait");
     assert!(pinged, "the gateway answered /ping");
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[test]
+fn check_rules_names_the_count_or_the_line_and_column() {
+    let good = trident_e2e::repo_root().join("config/rules.toml");
+    let out = run(
+        "trident-alerter",
+        &["check-rules", &good.to_string_lossy()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with(": 3 rules\n"));
+    let bad = std::env::temp_dir().join(trident_e2e::unique_name("rules"));
+    std::fs::write(
+        &bad,
+        "[[rules]]\nname = \"x\"\nmeasurement = \"m\"\nfield = \"f\"\nop = \"=>\"\nthreshold = 1\n",
+    )
+    .expect("write");
+    let out = run(
+        "trident-alerter",
+        &["check-rules", &bad.to_string_lossy()],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(":5:6: rule \"x\": unknown op"), "{stderr}");
+    let _ = std::fs::remove_file(&bad);
 }
