@@ -220,6 +220,7 @@ labels = {{ run = "{run}" }}
         payloads(&received).is_empty(),
         "pending, not firing, after 1 s"
     );
+    let sent = std::time::Instant::now();
     write(format!(
         "cpu,host=web-1,run={run} usage=97 {}\n",
         t0 + 2 * s
@@ -230,6 +231,8 @@ labels = {{ run = "{run}" }}
         "{:?}",
         payloads(&received)
     );
+    // A measurement, not a limit: write → gateway → broker → alerter → webhook.
+    println!("write to webhook: {:?}", sent.elapsed());
     {
         let got = received.lock().unwrap_or_else(|e| e.into_inner());
         let (payload, signature) = &got[0];
