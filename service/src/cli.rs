@@ -44,13 +44,4 @@ impl CommonArgs {
         println!("{json}");
         Ok(None)
     }
-
-    /// The whole `main` of a service whose data path is not built yet:
-    /// [`CommonArgs::start`], then refuse to run with `not_built`.
-    pub fn check_config_only(&self, service: Service, not_built: &'static str) -> Result<()> {
-        match self.start(service)? {
-            Some(_) => Err(Error::NotBuilt(not_built)),
-            None => Ok(()),
-        }
-    }
 }

@@ -500,14 +500,72 @@ impl Default for AlerterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriterConfig {
-    /// Address of `/health` and `/metrics`.
+    /// Address of `/health`, `/metrics` and `/query`.
     pub admin_listen: SocketAddr,
+    /// Name under which consumed offsets are stored (in ClickHouse, next
+    /// to the rows); writers with one name continue each other's work.
+    pub group_id: String,
+    /// This instance, 0-based: it owns the raw topic's partitions
+    /// `p % instances == instance`.
+    pub instance: u32,
+    /// How many instances split the partitions.
+    pub instances: u32,
+    /// Which measurements are business metrics and how they map to columns.
+    pub mappings: Vec<MappingConfig>,
+    /// Pre-aggregation intervals, e.g. `["1m", "1h"]`.
+    #[serde(with = "humantime_vec")]
+    pub intervals: Vec<Duration>,
+    /// Rows per insert at most.
+    pub batch_rows: usize,
+    /// Longest wait before rows are inserted (and offsets committed).
+    #[serde(with = "humantime_serde")]
+    pub batch_period: Duration,
+    /// Days raw rows are kept (ClickHouse 19.6+ TTL; 0: forever).
+    pub raw_ttl_days: u32,
+}
+
+/// One business-metric measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// The measurement.
+    pub measurement: String,
+    /// Table name prefix (default: the measurement).
+    #[serde(default)]
+    pub table: String,
+    /// Tag keys that become dimension columns (a missing tag is "").
+    pub dimensions: Vec<String>,
+    /// Numeric fields that become value columns (count, sum, quantiles).
+    pub values: Vec<String>,
+    /// How success is decided; none: every row succeeds.
+    #[serde(default)]
+    pub success: Option<SuccessConfig>,
+}
+
+/// `field op value`, e.g. status < 400; a boolean field compares as 1/0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessConfig {
+    /// The field.
+    pub field: String,
+    /// One of < <= > >= == !=.
+    pub op: String,
+    /// The number compared with.
+    pub value: f64,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9273)),
+            group_id: "trident-writer".to_owned(),
+            instance: 0,
+            instances: 1,
+            mappings: Vec::new(),
+            intervals: vec![Duration::from_secs(60), Duration::from_secs(3600)],
+            batch_rows: 100_000,
+            batch_period: Duration::from_secs(1),
+            raw_ttl_days: 30,
         }
     }
 }
@@ -747,12 +805,80 @@ impl Config {
                 ));
             }
             check_http_url("clickhouse.url", &self.clickhouse.url)?;
-            if self.clickhouse.database.trim().is_empty() {
-                return Err(invalid("clickhouse.database", "must name a database"));
+            if !is_identifier(&self.clickhouse.database) {
+                return Err(invalid(
+                    "clickhouse.database",
+                    "must name a database: letters, digits and _",
+                ));
+            }
+            let w = &self.writer;
+            if w.intervals.is_empty()
+                || w.intervals
+                    .iter()
+                    .any(|i| i.as_secs() == 0 || i.subsec_nanos() != 0)
+            {
+                return Err(invalid(
+                    "writer.intervals",
+                    "list whole seconds of at least 1s, e.g. [\"1m\", \"1h\"]",
+                ));
+            }
+            if w.instances == 0 || w.instance >= w.instances {
+                return Err(invalid(
+                    "writer.instance",
+                    &format!("must be below writer.instances ({})", w.instances),
+                ));
+            }
+            if w.batch_rows == 0 {
+                return Err(invalid("writer.batch_rows", "must be more than 0"));
+            }
+            for m in &w.mappings {
+                let table = if m.table.is_empty() {
+                    &m.measurement
+                } else {
+                    &m.table
+                };
+                for (what, name) in std::iter::once(("table", table))
+                    .chain(m.dimensions.iter().map(|d| ("dimension", d)))
+                    .chain(m.values.iter().map(|v| ("value", v)))
+                {
+                    if !is_identifier(name) {
+                        return Err(invalid(
+                            "writer.mappings",
+                            &format!(
+                                "{what} \"{name}\" of measurement \"{}\" becomes a ClickHouse column or table: use letters, digits and _ (set table = ... for the measurement)",
+                                m.measurement
+                            ),
+                        ));
+                    }
+                }
+                if m.values.is_empty() {
+                    return Err(invalid(
+                        "writer.mappings",
+                        &format!("measurement \"{}\" lists no values", m.measurement),
+                    ));
+                }
+                if let Some(s) = &m.success
+                    && !["<", "<=", ">", ">=", "==", "!="].contains(&s.op.as_str())
+                {
+                    return Err(invalid(
+                        "writer.mappings.success.op",
+                        &format!("\"{}\": use <, <=, >, >=, == or !=", s.op),
+                    ));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Letters, digits and `_`, not starting with a digit: safe as a
+/// ClickHouse identifier without quoting.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The configuration key an environment variable sets:

@@ -31,9 +31,6 @@ pub enum Error {
     /// The broker could not be asked or the partitions assigned.
     #[error("Kafka: {0}")]
     Kafka(String),
-    /// The service's data path does not exist yet.
-    #[error("{0}")]
-    NotBuilt(&'static str),
     /// The effective configuration could not be printed.
     #[error("cannot print the configuration: {0}")]
     Print(String),

@@ -55,6 +55,8 @@ pub struct Pinned {
     pub count: i32,
     /// Per owned partition, the end offset at assignment.
     pub ends: Vec<(i32, i64)>,
+    /// Per owned partition, where it was positioned.
+    pub positions: Vec<(i32, Offset)>,
 }
 
 impl std::fmt::Debug for Pinned {
@@ -130,7 +132,7 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
             .add_partition_offset(
                 options.topic,
                 p,
-                Offset::Offset(options.replay_from_ms - 60_000),
+                Offset::Offset((options.replay_from_ms - 60_000).max(0)),
             )
             .map_err(|e| kafka("partition list", &e))?;
     }
@@ -149,11 +151,19 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
     .map_err(|e| kafka("seek", &e))?
     .map_err(|e| kafka("cannot find the lookback's offsets", &e))?;
     let mut assignment = TopicPartitionList::new();
+    let mut positions = Vec::new();
     for element in offsets.elements() {
+        let end = ends
+            .iter()
+            .find(|(p, _)| *p == element.partition())
+            .map_or(0, |(_, e)| *e);
+        // Explicit offsets only (no "end" marker): nothing newer than the
+        // lookback start means the end as it was at assignment.
         let offset = match element.offset() {
             Offset::Offset(o) if o >= 0 => Offset::Offset(o),
-            _ => Offset::End,
+            _ => Offset::Offset(end),
         };
+        positions.push((element.partition(), offset));
         assignment
             .add_partition_offset(options.topic, element.partition(), offset)
             .map_err(|e| kafka("assignment", &e))?;
@@ -166,6 +176,7 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
         partitions,
         count,
         ends,
+        positions,
     })
 }
 

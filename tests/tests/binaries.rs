@@ -1,7 +1,6 @@
 //! The four service binaries share one command line and one configuration
 //! vocabulary: `--version`, `--check-config` against the local stack's
-//! environment, a clear error for a misspelt key, and an honest refusal to
-//! run while their data paths are not built.
+//! environment, a clear error for a misspelt key.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -110,15 +109,6 @@ fn a_missing_setting_says_what_to_set() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("is empty"), "{name}: {stderr}");
     }
-}
-
-#[test]
-fn the_writer_without_its_data_path_refuses_to_start() {
-    let vars = stack_vars();
-    let out = run("trident-writer", &[], &vars);
-    assert!(!out.status.success(), "the writer must not pretend to run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not built yet"), "{stderr}");
 }
 
 /// The gateway binary serves, and stops cleanly on SIGTERM.
