@@ -39,14 +39,8 @@ async fn main() -> anyhow::Result<()> {
     let Some(config) = cli.common.start(alerter::SERVICE)? else {
         return Ok(());
     };
-    let admin = tokio::net::TcpListener::bind(config.alerter.admin_listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (alerter.admin_listen): {e}",
-                config.alerter.admin_listen
-            )
-        })?;
+    let admin =
+        trident_service::admin::bind(config.alerter.admin_listen, "alerter.admin_listen").await?;
     let shutdown = trident_service::shutdown::Shutdown::on_signals()?;
     alerter::run(config, admin, shutdown).await?;
     Ok(())

@@ -20,14 +20,9 @@ async fn main() -> anyhow::Result<()> {
     let Some(config) = cli.common.start(downsampler::SERVICE)? else {
         return Ok(());
     };
-    let admin = tokio::net::TcpListener::bind(config.downsampler.admin_listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (downsampler.admin_listen): {e}",
-                config.downsampler.admin_listen
-            )
-        })?;
+    let admin =
+        trident_service::admin::bind(config.downsampler.admin_listen, "downsampler.admin_listen")
+            .await?;
     let shutdown = trident_service::shutdown::Shutdown::on_signals()?;
     downsampler::run(config, admin, shutdown).await?;
     Ok(())

@@ -46,6 +46,17 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// Listens on `addr`, the value of configuration key `key` (named in the
+/// error when the address is taken or not allowed).
+pub async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Serve {
+            addr: format!("{addr} ({key})"),
+            source,
+        })
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes
 /// the requests in flight.
 pub async fn serve(

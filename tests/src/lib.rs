@@ -241,6 +241,15 @@ pub fn http() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// GETs `url` and returns the body, whatever the status; empty when the
+/// server does not answer.
+pub async fn get_text(url: &str) -> String {
+    match http().get(url).send().await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// POSTs `body` and returns the response text, or an error for a non-2xx.
 pub async fn post_text(url: &str, query: &[(&str, &str)], body: String) -> Result<String> {
     send(http().post(url).query(query).body(body), url).await

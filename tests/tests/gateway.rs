@@ -192,14 +192,7 @@ async fn bad_input_gets_influxdbs_answers() {
         "{health}"
     );
 
-    let metrics = trident_e2e::http()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = trident_e2e::get_text(&format!("{}/metrics", gw.url)).await;
     assert!(
         metrics.contains("trident_gateway_rejected_lines_total{reason=\"invalid_boolean\"}"),
         "{metrics}"
@@ -211,14 +204,7 @@ async fn bad_input_gets_influxdbs_answers() {
 }
 
 async fn health(url: &str) -> serde_json::Value {
-    let text = trident_e2e::http()
-        .get(format!("{url}/health"))
-        .send()
-        .await
-        .expect("health")
-        .text()
-        .await
-        .expect("body");
+    let text = trident_e2e::get_text(&format!("{url}/health")).await;
     serde_json::from_str(&text).expect("JSON")
 }
 

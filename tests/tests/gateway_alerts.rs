@@ -289,14 +289,7 @@ async fn a_dead_alert_broker_drops_and_counts_without_slowing_writes() {
             .expect("write");
         assert_eq!(answer.status, 204, "{}", answer.body);
     }
-    let metrics = trident_e2e::http()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = trident_e2e::get_text(&format!("{}/metrics", gw.url)).await;
     let dropped: f64 = metrics
         .lines()
         .find_map(|l| {

@@ -207,14 +207,7 @@ async fn rollups_in_clickhouse_match_the_raw_rows() {
     );
 
     // Skips are counted, the HTTP endpoint answers the same numbers.
-    let metrics = trident_e2e::http()
-        .get(format!("{admin_url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = trident_e2e::get_text(&format!("{admin_url}/metrics")).await;
     assert!(
         metrics.contains("trident_writer_points_skipped_total{reason=\"unmapped\"}"),
         "{metrics}"

@@ -74,14 +74,8 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let admin = tokio::net::TcpListener::bind(config.writer.admin_listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (writer.admin_listen): {e}",
-                config.writer.admin_listen
-            )
-        })?;
+    let admin =
+        trident_service::admin::bind(config.writer.admin_listen, "writer.admin_listen").await?;
     let shutdown = trident_service::shutdown::Shutdown::on_signals()?;
     writer::run(config, admin, shutdown).await?;
     Ok(())
