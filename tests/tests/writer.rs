@@ -232,3 +232,240 @@ async fn rollups_in_clickhouse_match_the_raw_rows() {
     gw_shutdown.trigger();
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The writer binary SIGKILLed mid-stream and started again: every
+/// produced point is in ClickHouse (positions are stored only after the
+/// rows), at most the batch in flight twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_mid_stream_loses_nothing() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let topic = KafkaTopic::create(&env, 4).await.expect("topic");
+    let db = ClickHouseDb::create(&env)
+        .await
+        .expect("ClickHouse database");
+    let work = std::env::temp_dir().join(unique_name("writerkill"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let config_file = work.join("writer.toml");
+    std::fs::write(
+        &config_file,
+        "[writer]\nbatch_rows = 2000\nbatch_period = \"200ms\"\nintervals = [\"1m\"]\n\
+         [[writer.mappings]]\nmeasurement = \"http\"\ndimensions = [\"app\"]\nvalues = [\"latency_ms\"]\n",
+    )
+    .expect("config");
+    let admin = trident_e2e::free_port();
+    let mut vars = env.vars.clone();
+    for (k, v) in [
+        ("TRIDENT_CONFIG", config_file.to_string_lossy().into_owned()),
+        ("TRIDENT_KAFKA_RAW_TOPIC", topic.name.clone()),
+        ("TRIDENT_CLICKHOUSE_DATABASE", db.name.clone()),
+        ("TRIDENT_WRITER_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
+    ] {
+        vars.insert(k.to_owned(), v);
+    }
+    let gw_config = Config::load_with_env(
+        None,
+        vars.clone()
+            .into_iter()
+            .filter(|(k, _)| k != "TRIDENT_CONFIG")
+            .chain([(
+                "TRIDENT_GATEWAY_SPOOL_DIR".to_owned(),
+                work.join("spool").to_string_lossy().into_owned(),
+            )]),
+    )
+    .expect("gateway config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway = format!(
+        "http://{}/write?db=biz",
+        listener.local_addr().expect("addr")
+    );
+    let gw_shutdown = Shutdown::new();
+    tokio::spawn(ingest_gateway::run(
+        gw_config,
+        listener,
+        gw_shutdown.clone(),
+    ));
+
+    let health = format!("http://127.0.0.1:{admin}/health");
+    let mut writer =
+        trident_e2e::ServiceProcess::start("trident-writer", &vars, work.join("writer.log"))
+            .expect("start");
+    if let Err(e) = writer.wait_ready(&health, Duration::from_secs(30)).await {
+        panic!("the writer did not come up: {e}");
+    }
+    let total = 20_000i64;
+    let lines: Vec<String> = (0..total)
+        .map(|i| {
+            format!(
+                "http,app=a{} latency_ms={}.5 {}",
+                i % 4,
+                i % 300,
+                1_700_000_000_000_000_000 + i
+            )
+        })
+        .collect();
+    let raw = format!("{}.http_raw", db.name);
+    let count = |q: String| {
+        let env = env.clone();
+        async move { ch(&env, &q).await.first().map_or(0.0, |r| num(&r[0])) }
+    };
+    let (first, second) = lines.split_at(lines.len() / 2);
+    for chunk in first.chunks(1000) {
+        let answer = trident_e2e::post_any(&gateway, chunk.join("\n"))
+            .await
+            .expect("write");
+        assert_eq!(answer.status, 204, "{}", answer.body);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(format!("SELECT count() FROM {raw}")).await == 0.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.kill();
+    let at_kill = count(format!("SELECT count() FROM {raw}")).await;
+    assert!(at_kill > 0.0, "rows were inserted before the kill");
+    for chunk in second.chunks(1000) {
+        let answer = trident_e2e::post_any(&gateway, chunk.join("\n"))
+            .await
+            .expect("write");
+        assert_eq!(answer.status, 204, "{}", answer.body);
+    }
+    let mut writer =
+        trident_e2e::ServiceProcess::start("trident-writer", &vars, work.join("writer.log"))
+            .expect("restart");
+    if let Err(e) = writer.wait_ready(&health, Duration::from_secs(30)).await {
+        panic!("the writer did not come back: {e}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut distinct = 0.0;
+    while std::time::Instant::now() < deadline {
+        distinct = count(format!("SELECT uniqExact(ts_ns) FROM {raw}")).await;
+        if distinct >= total as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rows = count(format!("SELECT count() FROM {raw}")).await;
+    writer.kill();
+    gw_shutdown.trigger();
+    println!(
+        "{total} points produced; {at_kill} rows at the kill; after the restart {distinct} distinct, {rows} rows ({} inserted twice)",
+        rows - distinct
+    );
+    assert_eq!(
+        distinct, total as f64,
+        "every produced point is in ClickHouse"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// ClickHouse SIGKILLed and restarted while points keep coming (a stack of
+/// this test's own): the writer waits, retries, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_restarted_mid_stream_loses_nothing() {
+    let stack = trident_e2e::PrivateStack::up(&[]).expect("a private stack");
+    let env = stack.env.clone();
+    let work = std::env::temp_dir().join(unique_name("writerch"));
+    let database = unique_name("w");
+    let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
+    for (k, v) in [
+        ("TRIDENT_CLICKHOUSE_DATABASE", database.clone()),
+        ("TRIDENT_WRITER_INTERVALS", "1m".to_owned()),
+        ("TRIDENT_WRITER_BATCH_PERIOD", "200ms".to_owned()),
+        (
+            "TRIDENT_GATEWAY_SPOOL_DIR",
+            work.join("spool").to_string_lossy().into_owned(),
+        ),
+    ] {
+        vars.push((k.to_owned(), v));
+    }
+    let mut config = Config::load_with_env(None, vars).expect("config");
+    config.writer.mappings = vec![MappingConfig {
+        measurement: "http".into(),
+        table: String::new(),
+        dimensions: vec!["app".into()],
+        values: vec!["latency_ms".into()],
+        success: None,
+    }];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway = format!(
+        "http://{}/write?db=biz",
+        listener.local_addr().expect("addr")
+    );
+    let gw_shutdown = Shutdown::new();
+    tokio::spawn(ingest_gateway::run(
+        config.clone(),
+        listener,
+        gw_shutdown.clone(),
+    ));
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let writer_shutdown = Shutdown::new();
+    tokio::spawn(writer::run(config.clone(), admin, writer_shutdown.clone()));
+
+    let total = 12_000i64;
+    let lines: Vec<String> = (0..total)
+        .map(|i| {
+            format!(
+                "http,app=a{} latency_ms={}.5 {}",
+                i % 3,
+                i % 200,
+                1_700_000_000_000_000_000 + i
+            )
+        })
+        .collect();
+    let raw = format!("{database}.http_raw");
+    let distinct = |env: StackEnv, raw: String| async move {
+        let text = trident_e2e::post_text(
+            &env.clickhouse_url,
+            &[],
+            format!("SELECT uniqExact(ts_ns) FROM {raw} FORMAT JSONCompact"),
+        )
+        .await
+        .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .map_or(0.0, |j| num(&j["data"][0][0]))
+    };
+    let (first, second) = lines.split_at(lines.len() / 2);
+    for chunk in first.chunks(1000) {
+        let answer = trident_e2e::post_any(&gateway, chunk.join("\n"))
+            .await
+            .expect("write");
+        assert_eq!(answer.status, 204, "{}", answer.body);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while distinct(env.clone(), raw.clone()).await == 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.kill("clickhouse").expect("kill ClickHouse");
+    for chunk in second.chunks(1000) {
+        let answer = trident_e2e::post_any(&gateway, chunk.join("\n"))
+            .await
+            .expect("write");
+        assert_eq!(answer.status, 204, "{}", answer.body);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.start("clickhouse").expect("start ClickHouse");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut got = 0.0;
+    while std::time::Instant::now() < deadline {
+        got = distinct(env.clone(), raw.clone()).await;
+        if got >= total as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    writer_shutdown.trigger();
+    gw_shutdown.trigger();
+    assert_eq!(
+        got, total as f64,
+        "every produced point is in ClickHouse after its restart"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
