@@ -120,6 +120,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     raw.start_replay(&shutdown, &health, gw.replay_max_backoff);
     let auth = http::auth::Auth::from_config(&gw.auth).map_err(Error::Auth)?;
     let state = http::AppState {
+        inflight: std::sync::Arc::new(tokio::sync::Semaphore::new(gw.max_inflight_writes)),
         auth,
         cluster,
         raw,

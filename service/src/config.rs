@@ -254,6 +254,9 @@ pub struct GatewayConfig {
     /// Records the alert path may hold in memory; beyond that points are
     /// dropped and counted (the alert path never slows writes).
     pub alert_queue_records: usize,
+    /// Writes handled at once; one more is answered 503 with
+    /// `Retry-After` (overload: memory stays bounded, clients back off).
+    pub max_inflight_writes: usize,
     /// Users and what they may write, as InfluxDB's `auth-enabled`.
     pub auth: AuthConfig,
 }
@@ -311,6 +314,7 @@ impl Default for GatewayConfig {
             replay_max_backoff: Duration::from_secs(5),
             alerts: AlertPoints::Matching,
             alert_queue_records: 100_000,
+            max_inflight_writes: 256,
             auth: AuthConfig::default(),
         }
     }
@@ -662,6 +666,12 @@ impl Config {
             return Err(invalid(
                 "gateway.spool_max_bytes",
                 "must be at least 1048576 (1 MiB): a spool must hold a whole request",
+            ));
+        }
+        if service == Service::Gateway && self.gateway.max_inflight_writes == 0 {
+            return Err(invalid(
+                "gateway.max_inflight_writes",
+                "must be more than 0",
             ));
         }
         if service == Service::Gateway && self.gateway.auth.enabled {

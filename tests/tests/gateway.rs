@@ -504,3 +504,45 @@ async fn the_gateway_is_indistinguishable_from_a_plain_node() {
     assert!(expected.len() >= 10, "{expected:?}");
     assert_eq!(stored, expected);
 }
+
+/// Overload: with one write allowed at a time, a write that waits on a
+/// node that never answers makes the next one a 503 with `Retry-After`;
+/// once it is done (spooled after the timeout), writes are taken again.
+#[tokio::test]
+async fn writes_beyond_the_inflight_limit_are_told_to_retry() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    // A node that accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hole_url = format!("http://{}", hole.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_URLS", &hole_url),
+            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
+            ("TRIDENT_GATEWAY_MAX_INFLIGHT_WRITES", "1"),
+        ],
+    )
+    .await;
+    let write = format!("{}/write?db=overload", gw.url);
+    let slow = tokio::spawn({
+        let write = write.clone();
+        async move { post(&write, "cpu v=1 1").await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, text, headers) = post(&write, "cpu v=2 2").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(text.contains("max_inflight_writes"), "{text}");
+    let (status, text, _) = slow.await.expect("slow write");
+    assert_eq!(status, 204, "spooled once the node timed out: {text}");
+    let (status, text, _) = post(&write, "cpu v=3 3").await;
+    assert_eq!(status, 204, "{text}");
+}

@@ -41,6 +41,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Users and grants; `None`: anyone may write.
     pub auth: Option<auth::Auth>,
+    /// Permits for writes in progress (`gateway.max_inflight_writes`).
+    pub inflight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The API routes (without `/health` and `/metrics`).
@@ -158,6 +160,13 @@ async fn write(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    // Overload: a bounded number of writes at once; the rest back off.
+    let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
+        metrics::counter!("trident_gateway_requests_total", "outcome" => "overloaded").increment(1);
+        return unavailable(
+            "the gateway is overloaded: too many writes in progress (gateway.max_inflight_writes); retry later",
+        );
+    };
     // InfluxDB's order: who is asking (401), what is asked (400), whether
     // they may (403), then the body.
     let user = match &state.auth {
