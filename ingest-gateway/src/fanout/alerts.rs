@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use trident_alert_rules::RuleSet;
 use trident_line_protocol::Line;
 use trident_service::config::AlertPoints;
@@ -57,7 +57,7 @@ impl ProducerContext for CountDrops {
 /// Sends points to the alert topic without ever making a write wait.
 #[derive(Clone)]
 pub struct AlertSink {
-    producer: Arc<ThreadedProducer<CountDrops>>,
+    producer: Arc<BaseProducer<CountDrops>>,
     topic: String,
     mode: AlertPoints,
     rules: Arc<RwLock<Arc<RuleSet>>>,
@@ -91,7 +91,7 @@ impl AlertSink {
         } else {
             RuleSet::default()
         };
-        let producer: ThreadedProducer<CountDrops> = ClientConfig::new()
+        let producer: BaseProducer<CountDrops> = ClientConfig::new()
             .set("bootstrap.servers", brokers.join(","))
             .set("acks", "1")
             .set("linger.ms", "5")
@@ -100,7 +100,7 @@ impl AlertSink {
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .create_with_context(CountDrops)?;
         Ok(Self {
-            producer: Arc::new(producer),
+            producer: super::producer::polled(producer),
             topic: topic.to_owned(),
             mode,
             rules: Arc::new(RwLock::new(Arc::new(rules))),

@@ -22,12 +22,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio::sync::oneshot;
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
 use trident_line_protocol::shard_hash;
 
+use super::producer::{Ack, Acks, polled};
 use super::{Backoff, Routed};
 use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
@@ -44,7 +46,7 @@ pub struct KafkaUnavailable(pub String);
 #[derive(Clone)]
 pub struct RawSink {
     /// Replaced after every failed delivery (see [`RawSink::renew`]).
-    producer: Arc<RwLock<FutureProducer>>,
+    producer: Arc<RwLock<Arc<BaseProducer<Acks>>>>,
     /// The topic's partition count; 0 until known.
     partitions: Arc<AtomicU32>,
     settings: ClientConfig,
@@ -79,7 +81,7 @@ impl RawSink {
             .set("compression.type", compression)
             .set("linger.ms", "5")
             .set("message.timeout.ms", timeout.as_millis().to_string());
-        let producer = settings.create()?;
+        let producer = polled(settings.create_with_context(Acks)?);
         Ok(Self {
             producer: Arc::new(RwLock::new(producer)),
             partitions: Arc::default(),
@@ -101,9 +103,12 @@ impl RawSink {
     /// producer id). tansu 0.6 even stops serving produce requests after
     /// such a producer writes to it once it restarted (docs/decisions.md).
     fn renew(&self) {
-        match self.settings.create::<FutureProducer>() {
+        match self
+            .settings
+            .create_with_context::<Acks, BaseProducer<Acks>>(Acks)
+        {
             Ok(fresh) => {
-                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = polled(fresh);
             }
             Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
         }
@@ -143,7 +148,7 @@ impl RawSink {
         Ok(count)
     }
 
-    fn current(&self) -> FutureProducer {
+    fn current(&self) -> Arc<BaseProducer<Acks>> {
         self.producer
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -245,7 +250,7 @@ impl RawSink {
 
     async fn produce_with(
         &self,
-        producer: &FutureProducer,
+        producer: &BaseProducer<Acks>,
         partitions: u32,
         db: &str,
         rp: &str,
@@ -261,13 +266,13 @@ impl RawSink {
     /// too); many are in flight at once.
     fn enqueue(
         &self,
-        producer: &FutureProducer,
+        producer: &BaseProducer<Acks>,
         partitions: u32,
         db: &str,
         rp: &str,
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
-    ) -> Result<Vec<DeliveryFuture>, KafkaUnavailable> {
+    ) -> Result<Vec<oneshot::Receiver<Ack>>, KafkaUnavailable> {
         // One record per partition: the entries of each partition joined in
         // their order, keyed by the first one's key.
         let n = u64::from(partitions.max(1));
@@ -279,7 +284,7 @@ impl RawSink {
                 None => by_partition.push((partition, key, Cow::Borrowed(payload))),
             }
         }
-        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(by_partition.len());
+        let mut deliveries = Vec::with_capacity(by_partition.len());
         for (partition, key, payload) in &by_partition {
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -290,14 +295,15 @@ impl RawSink {
                     key: "rp",
                     value: Some(rp),
                 });
-            let record = FutureRecord::to(&self.topic)
+            let (ack, delivery) = oneshot::channel();
+            let record = BaseRecord::with_opaque_to(&self.topic, Box::new(ack))
                 .partition(*partition)
                 .key(*key)
                 .payload(payload.as_ref())
                 .headers(headers)
                 .timestamp(timestamp_ms);
-            match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
+            match producer.send(record) {
+                Ok(()) => deliveries.push(delivery),
                 Err((e, _)) => return Err(KafkaUnavailable(e.to_string())),
             }
         }
@@ -305,11 +311,14 @@ impl RawSink {
     }
 
     /// Waits for the broker's acknowledgement of every delivery.
-    async fn acknowledged(&self, deliveries: Vec<DeliveryFuture>) -> Result<(), KafkaUnavailable> {
+    async fn acknowledged(
+        &self,
+        deliveries: Vec<oneshot::Receiver<Ack>>,
+    ) -> Result<(), KafkaUnavailable> {
         for delivery in deliveries {
             match tokio::time::timeout(self.timeout + Duration::from_secs(1), delivery).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err((e, _)))) => return Err(KafkaUnavailable(e.to_string())),
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Err(KafkaUnavailable(e)),
                 Ok(Err(_)) => return Err(KafkaUnavailable("the producer was dropped".into())),
                 Err(_) => return Err(KafkaUnavailable("no acknowledgement in time".into())),
             }

@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod influx;
 pub mod kafka;
+pub mod producer;
 
 use std::time::Duration;
 

@@ -1,0 +1,56 @@
+//! librdkafka producers polled by a thread of our own.
+//!
+//! rdkafka's `FutureProducer` and `ThreadedProducer` poll every 100 ms, and
+//! each poll spins through its last millisecond (the remaining time rounds
+//! down to a 0 ms wait): a constant cost that was a fifth of the gateway's
+//! CPU at 15 000 lines/s (docs/benchmarks.md). Here a thread polls with a
+//! long timeout, so deliveries are still handled at once (the poll returns
+//! on every event) and the spin is a millisecond every few seconds. The
+//! thread holds the producer only while polling and ends when the last
+//! handle is dropped.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use tokio::sync::oneshot;
+
+/// Hands each delivery report to the request waiting for it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acks;
+
+/// What a waiting request receives: `Err` with librdkafka's words.
+pub type Ack = Result<(), String>;
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<oneshot::Sender<Ack>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, waiting: Self::DeliveryOpaque) {
+        let ack = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        // The request may have given up waiting; nothing to do then.
+        let _ = waiting.send(ack);
+    }
+}
+
+/// Starts polling `producer` and returns the handle to use.
+pub fn polled<C: ProducerContext + 'static>(producer: BaseProducer<C>) -> Arc<BaseProducer<C>> {
+    let shared = Arc::new(producer);
+    let weak: Weak<BaseProducer<C>> = Arc::downgrade(&shared);
+    let spawned = std::thread::Builder::new()
+        .name("kafka-poll".into())
+        .spawn(move || {
+            while let Some(producer) = weak.upgrade() {
+                producer.poll(Duration::from_secs(2));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the Kafka polling thread");
+    }
+    shared
+}
