@@ -197,6 +197,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     let mut resend = tokio::time::interval(a.resend_interval);
     let stop = shutdown.triggered();
     tokio::pin!(stop);
+    let mut consuming = false;
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -251,10 +252,14 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                     Ok(m) => m,
                     Err(e) => {
                         health.set("consumer", Status::Degraded, e.to_string());
+                        consuming = false;
                         continue;
                     }
                 };
-                health.set("consumer", Status::Up, "");
+                if !consuming {
+                    health.set("consumer", Status::Up, "");
+                    consuming = true;
+                }
                 let partition = message.partition();
                 // Records that existed when the partitions were assigned are
                 // re-read history.
@@ -271,8 +276,9 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                     continue;
                 }
                 let live = caught_up || !history;
+                let mut evaluated = 0u64;
                 for line in trident_line_protocol::parse_lines(message.payload().unwrap_or_default()).flatten() {
-                    metrics::counter!("trident_alerter_evaluations_total").increment(1);
+                    evaluated += 1;
                     for t in engine.observe(&line, ingest) {
                         if live {
                             notifier.send(t);
@@ -281,6 +287,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                         }
                     }
                 }
+                metrics::counter!("trident_alerter_evaluations_total").increment(evaluated);
             }
         }
     }

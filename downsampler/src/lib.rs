@@ -171,6 +171,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     let stop = shutdown.triggered();
     tokio::pin!(stop);
+    let mut consuming = false;
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -187,10 +188,14 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                     Err(e) => {
                         tracing::warn!(error = %e, "reading the raw topic failed");
                         health.set("consumer", Status::Degraded, e.to_string());
+                        consuming = false;
                         continue;
                     }
                 };
-                health.set("consumer", Status::Up, "");
+                if !consuming {
+                    health.set("consumer", Status::Up, "");
+                    consuming = true;
+                }
                 let partition = message.partition();
                 positions.insert(partition, message.offset());
                 let ingest = message.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);

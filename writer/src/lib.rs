@@ -276,6 +276,9 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
     }))
 }
 
+/// Why points are skipped, in the order of the local counters.
+const SKIP_REASONS: [&str; 4] = ["unparsable", "unmapped", "bad_time", "no_values"];
+
 /// Rows waiting for their insert, per mapping, and the offsets they end at.
 #[derive(Default)]
 struct Batch {
@@ -356,6 +359,8 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     let group = config.writer.group_id.clone();
     let mappings = &config.writer.mappings;
     let mut batch = Batch::default();
+    let mut consuming = false;
+    let mut skipped = [0u64; 4];
     let mut tick = tokio::time::interval(config.writer.batch_period);
     let stop = shutdown.triggered();
     tokio::pin!(stop);
@@ -370,18 +375,24 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                     Ok(m) => m,
                     Err(e) => {
                         health.set("consumer", Status::Degraded, e.to_string());
+                        consuming = false;
                         continue;
                     }
                 };
-                health.set("consumer", Status::Up, "");
+                if !consuming {
+                    health.set("consumer", Status::Up, "");
+                    consuming = true;
+                }
                 tracing::debug!(partition = message.partition(), offset = message.offset(), "record");
                 for line in trident_line_protocol::parse_lines(message.payload().unwrap_or_default()) {
+                    // Counted locally, published per record: a metrics
+                    // lookup per point costs more than the point.
                     let Ok(line) = line else {
-                        metrics::counter!("trident_writer_points_skipped_total", "reason" => "unparsable").increment(1);
+                        skipped[0] += 1;
                         continue;
                     };
                     let Some(index) = mappings.iter().position(|m| line.measurement().eq_str(&m.measurement)) else {
-                        metrics::counter!("trident_writer_points_skipped_total", "reason" => "unmapped").increment(1);
+                        skipped[1] += 1;
                         continue;
                     };
                     match rows::row(&mappings[index], &line) {
@@ -389,13 +400,14 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                             batch.rows.entry(index).or_default().push(row);
                             batch.count += 1;
                         }
-                        Err(skip) => {
-                            let reason = match skip {
-                                rows::Skip::BadTime => "bad_time",
-                                rows::Skip::NoValues => "no_values",
-                            };
-                            metrics::counter!("trident_writer_points_skipped_total", "reason" => reason).increment(1);
-                        }
+                        Err(rows::Skip::BadTime) => skipped[2] += 1,
+                        Err(rows::Skip::NoValues) => skipped[3] += 1,
+                    }
+                }
+                for (reason, n) in SKIP_REASONS.iter().zip(&mut skipped) {
+                    if *n > 0 {
+                        metrics::counter!("trident_writer_points_skipped_total", "reason" => *reason).increment(*n);
+                        *n = 0;
                     }
                 }
                 batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
