@@ -778,3 +778,26 @@ pub async fn wait_for_json(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Runs the gateway in this process on a free loopback port with `config`:
+/// its base URL, once `/ping` answers, and the trigger that stops it.
+pub async fn spawn_gateway(
+    config: trident_service::config::Config,
+) -> (String, trident_service::shutdown::Shutdown) {
+    let shutdown = trident_service::shutdown::Shutdown::new();
+    let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+        return (String::from("http://127.0.0.1:9"), shutdown);
+    };
+    let url = listener
+        .local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    tokio::spawn(ingest_gateway::run(config, listener, shutdown.clone()));
+    for _ in 0..100 {
+        if http().get(format!("{url}/ping")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (url, shutdown)
+}

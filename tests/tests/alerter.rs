@@ -178,19 +178,8 @@ labels = {{ run = "{run}" }}
     config.alerter.resend_interval = Duration::from_secs(1);
     config.validate(Service::Gateway).expect("gateway config");
     config.validate(Service::Alerter).expect("alerter config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = format!(
-        "http://{}/write?db=alerts",
-        listener.local_addr().expect("addr")
-    );
-    let gw_shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(
-        config.clone(),
-        listener,
-        gw_shutdown.clone(),
-    ));
+    let (gateway, gw_shutdown) = trident_e2e::spawn_gateway(config.clone()).await;
+    let gateway = format!("{gateway}/write?db=alerts");
     let (alerter, admin) = start_alerter(config.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 

@@ -247,13 +247,7 @@ async fn start_gateway(env: &StackEnv, topic: &str, work: &Path) -> (String, Shu
         ],
     );
     gw_config.validate(Service::Gateway).expect("valid");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(gw_config, listener, shutdown.clone()));
-    (gateway, shutdown)
+    trident_e2e::spawn_gateway(gw_config).await
 }
 
 async fn write(gateway: &str, db: &str, lines: &[String]) {

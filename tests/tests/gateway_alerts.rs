@@ -42,19 +42,7 @@ fn config(env: &StackEnv, extra: &[(&str, &str)]) -> Config {
 }
 
 async fn start(config: Config) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(config, listener, shutdown.clone()));
-    let ping = format!("{url}/ping");
-    for _ in 0..100 {
-        if trident_e2e::http().get(&ping).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (url, shutdown) = trident_e2e::spawn_gateway(config).await;
     Gateway { url, shutdown }
 }
 

@@ -5,12 +5,9 @@
 //! to a gateway with the same users get the same status, body and
 //! `WWW-Authenticate` challenge.
 
-use std::time::Duration;
-
 use ingest_gateway::http::auth::hash_password;
 use trident_e2e::{InfluxDb, PrivateStack, StackEnv, unique_name};
 use trident_service::config::{AuthConfig, Config, Service, UserConfig};
-use trident_service::shutdown::Shutdown;
 
 async fn admin_query(node: &str, q: &str, user: Option<(&str, &str)>) {
     let mut request = trident_e2e::http()
@@ -105,13 +102,7 @@ async fn auth_answers_are_those_of_an_auth_enabled_node() {
         ],
     };
     config.validate(Service::Gateway).expect("valid config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(config, listener, shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
 
     let on_db = format!("?db={db}");
     let on_other = format!("?db={other}");

@@ -67,19 +67,8 @@ async fn rollups_in_clickhouse_match_the_raw_rows() {
     config.validate(Service::Writer).expect("writer config");
     config.validate(Service::Gateway).expect("gateway config");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = format!(
-        "http://{}/write?db=biz",
-        listener.local_addr().expect("addr")
-    );
-    let gw_shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(
-        config.clone(),
-        listener,
-        gw_shutdown.clone(),
-    ));
+    let (gateway, gw_shutdown) = trident_e2e::spawn_gateway(config.clone()).await;
+    let gateway = format!("{gateway}/write?db=biz");
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -273,19 +262,8 @@ async fn a_writer_killed_mid_stream_loses_nothing() {
             )]),
     )
     .expect("gateway config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = format!(
-        "http://{}/write?db=biz",
-        listener.local_addr().expect("addr")
-    );
-    let gw_shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(
-        gw_config,
-        listener,
-        gw_shutdown.clone(),
-    ));
+    let (gateway, gw_shutdown) = trident_e2e::spawn_gateway(gw_config).await;
+    let gateway = format!("{gateway}/write?db=biz");
 
     let health = format!("http://127.0.0.1:{admin}/health");
     let mut writer =
@@ -389,19 +367,8 @@ async fn clickhouse_restarted_mid_stream_loses_nothing() {
         values: vec!["latency_ms".into()],
         success: None,
     }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = format!(
-        "http://{}/write?db=biz",
-        listener.local_addr().expect("addr")
-    );
-    let gw_shutdown = Shutdown::new();
-    tokio::spawn(ingest_gateway::run(
-        config.clone(),
-        listener,
-        gw_shutdown.clone(),
-    ));
+    let (gateway, gw_shutdown) = trident_e2e::spawn_gateway(config.clone()).await;
+    let gateway = format!("{gateway}/write?db=biz");
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
