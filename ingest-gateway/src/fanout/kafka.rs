@@ -235,30 +235,17 @@ impl RawSink {
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
     ) -> Result<(), KafkaUnavailable> {
-        let result = match self.partition_count().await {
-            Ok(partitions) => {
-                self.produce_with(&self.current(), partitions, db, rp, timestamp_ms, records)
-                    .await
-            }
-            Err(e) => Err(e),
+        let attempt = async {
+            let partitions = self.partition_count().await?;
+            let deliveries =
+                self.enqueue(&self.current(), partitions, db, rp, timestamp_ms, records)?;
+            self.acknowledged(deliveries).await
         };
+        let result = attempt.await;
         if result.is_err() {
             self.renew();
         }
         result
-    }
-
-    async fn produce_with(
-        &self,
-        producer: &BaseProducer<Acks>,
-        partitions: u32,
-        db: &str,
-        rp: &str,
-        timestamp_ms: i64,
-        records: &[(&[u8], &[u8])],
-    ) -> Result<(), KafkaUnavailable> {
-        let deliveries = self.enqueue(producer, partitions, db, rp, timestamp_ms, records)?;
-        self.acknowledged(deliveries).await
     }
 
     /// Hands `records` to the producer, each to the partition of its key
