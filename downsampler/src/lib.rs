@@ -124,6 +124,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         instances: d.instances,
         partitions: &d.partitions,
         replay_from_ms: replay_from / 1_000_000,
+        resume: &std::collections::HashMap::new(),
         timeout: config.kafka.delivery_timeout,
     })
     .await?;

@@ -9,6 +9,7 @@
 //! Records older than the lookback start are the caller's to skip: a
 //! broker may answer an earlier offset than asked.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,8 +56,6 @@ pub struct Pinned {
     pub count: i32,
     /// Per owned partition, the end offset at assignment.
     pub ends: Vec<(i32, i64)>,
-    /// Per owned partition, where it was positioned.
-    pub positions: Vec<(i32, Offset)>,
 }
 
 impl std::fmt::Debug for Pinned {
@@ -83,6 +82,9 @@ pub struct PinOptions<'a> {
     pub partitions: &'a [i32],
     /// Re-read from this record time, ms since the epoch.
     pub replay_from_ms: i64,
+    /// Next offsets to read, per partition, that win over the time (where
+    /// a consumer stored its own position).
+    pub resume: &'a HashMap<i32, i64>,
     /// Bound on each broker round trip.
     pub timeout: Duration,
 }
@@ -151,7 +153,6 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
     .map_err(|e| kafka("seek", &e))?
     .map_err(|e| kafka("cannot find the lookback's offsets", &e))?;
     let mut assignment = TopicPartitionList::new();
-    let mut positions = Vec::new();
     for element in offsets.elements() {
         let end = ends
             .iter()
@@ -159,11 +160,11 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
             .map_or(0, |(_, e)| *e);
         // Explicit offsets only (no "end" marker): nothing newer than the
         // lookback start means the end as it was at assignment.
-        let offset = match element.offset() {
-            Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+        let offset = match (options.resume.get(&element.partition()), element.offset()) {
+            (Some(&stored), _) => Offset::Offset(stored),
+            (None, Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
             _ => Offset::Offset(end),
         };
-        positions.push((element.partition(), offset));
         assignment
             .add_partition_offset(options.topic, element.partition(), offset)
             .map_err(|e| kafka("assignment", &e))?;
@@ -176,7 +177,6 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
         partitions,
         count,
         ends,
-        positions,
     })
 }
 

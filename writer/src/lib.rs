@@ -27,9 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use trident_service::config::{Config, MappingConfig, Service};
 use trident_service::health::{Health, Status};
@@ -322,16 +320,6 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     // Partitions split by instance, positioned where the last insert
     // ended (offsets live in ClickHouse, next to the rows they cover).
     let w = &config.writer;
-    let pinned = trident_service::pinned::pin(trident_service::pinned::PinOptions {
-        brokers: &config.kafka.brokers,
-        topic: &config.kafka.raw_topic,
-        instance: w.instance,
-        instances: w.instances,
-        partitions: &[],
-        replay_from_ms: 0,
-        timeout: config.kafka.delivery_timeout,
-    })
-    .await?;
     let stored = stored_offsets(
         &client(&config),
         &config.clickhouse.database,
@@ -339,17 +327,18 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         &config.kafka.raw_topic,
     )
     .await?;
-    let mut assignment = TopicPartitionList::new();
-    for (p, from_start) in &pinned.positions {
-        let offset = stored.get(p).map_or(*from_start, |&o| Offset::Offset(o));
-        assignment.add_partition_offset(&config.kafka.raw_topic, *p, offset)?;
-    }
+    let pinned = trident_service::pinned::pin(trident_service::pinned::PinOptions {
+        brokers: &config.kafka.brokers,
+        topic: &config.kafka.raw_topic,
+        instance: w.instance,
+        instances: w.instances,
+        partitions: &[],
+        replay_from_ms: 0,
+        resume: &stored,
+        timeout: config.kafka.delivery_timeout,
+    })
+    .await?;
     let consumer = pinned.consumer;
-    if !stored.is_empty() {
-        // Re-positioned where the last run's inserts ended.
-        consumer.assign(&assignment)?;
-    }
-    tracing::info!(?assignment, "partitions assigned");
     health.set(
         "partitions",
         Status::Up,
