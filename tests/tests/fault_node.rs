@@ -59,7 +59,7 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
     gateway
         .wait_ready(&format!("{url}/ping"), Duration::from_secs(20))
         .await
-        .expect_ready();
+        .expect("the gateway comes up");
     let db = unique_name("faults");
     let load = WriteLoad::start(
         format!("{url}/write?db={db}"),
@@ -91,7 +91,7 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
     gateway
         .wait_ready(&format!("{url}/ping"), Duration::from_secs(20))
         .await
-        .expect_ready();
+        .expect("the gateway comes up");
     let kept = metric(&scrape(&url).await, &spool_metric);
     assert!(
         kept >= spooled,
@@ -175,16 +175,4 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
     assert_eq!(lost, 0, "acknowledged copies missing from their owners");
     assert_eq!(misplaced, 0, "points on nodes that do not own them");
     let _ = std::fs::remove_dir_all(&work);
-}
-
-trait ExpectReady {
-    fn expect_ready(self);
-}
-
-impl ExpectReady for trident_e2e::Result<()> {
-    fn expect_ready(self) {
-        if let Err(e) = self {
-            panic!("the gateway did not come up: {e}");
-        }
-    }
 }
