@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use trident_cluster::Placement;
-use trident_influx_client::{Databases, send};
+use trident_influx_client::{Databases, Error as NodeError, send};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
@@ -32,22 +32,10 @@ use crate::spool::{self, Spool, SpoolError};
 /// Why the cluster did not take a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    /// The database does not exist and may not be created.
-    #[error("database not found: \"{0}\"")]
-    DatabaseNotFound(String),
-    /// A node refused the points for a reason the client must fix (e.g. a
-    /// field type conflict); InfluxDB's own error text.
-    #[error("{0}")]
-    Refused(String),
-    /// A node could not be reached or failed, and its spool could not take
-    /// the points either; the client should retry.
-    #[error("InfluxDB node {node} is unavailable: {reason}")]
-    Unavailable {
-        /// The node's URL.
-        node: String,
-        /// What happened.
-        reason: String,
-    },
+    /// A node refused or failed, and (for a failure) its spool could not
+    /// take the points either: the node client's own error.
+    #[error(transparent)]
+    Node(#[from] NodeError),
     /// Fewer replicas stored a line than the client's `consistency` asks.
     #[error(
         "write consistency {level:?} not met: {stored} of {required} replicas stored; the rest are queued (hinted handoff) and will be delivered"
@@ -62,19 +50,12 @@ pub enum SinkError {
     },
 }
 
-impl From<trident_influx_client::Error> for SinkError {
-    fn from(e: trident_influx_client::Error) -> Self {
-        use trident_influx_client::Error as E;
-        match e {
-            E::DatabaseNotFound(db) => SinkError::DatabaseNotFound(db),
-            E::Refused(message) => SinkError::Refused(message),
-            E::Unavailable { node, reason } => SinkError::Unavailable { node, reason },
-            E::Client(reason) => SinkError::Unavailable {
-                node: "?".into(),
-                reason,
-            },
-        }
-    }
+/// A node that could not take points, or `node` when it is not known.
+fn unavailable(node: &str, reason: impl ToString) -> SinkError {
+    SinkError::Node(NodeError::Unavailable {
+        node: node.to_owned(),
+        reason: reason.to_string(),
+    })
 }
 
 /// What became of one node's part of a write.
@@ -216,10 +197,7 @@ impl ClusterSink {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(SinkError::Unavailable {
-                        node: "?".into(),
-                        reason: e.to_string(),
-                    });
+                    first_error.get_or_insert(unavailable("?", e));
                 }
             }
         }
@@ -282,7 +260,7 @@ impl ClusterSink {
                 .await
             {
                 Ok(()) => return Ok(Stored::Delivered),
-                Err(SinkError::Unavailable { reason, .. }) => {
+                Err(SinkError::Node(NodeError::Unavailable { reason, .. })) => {
                     tracing::warn!(node = %url, %reason, "node unavailable; spooling its points");
                 }
                 Err(e) => return Err(e),
@@ -290,13 +268,7 @@ impl ClusterSink {
         }
         let rp = target.rp.as_deref().unwrap_or("");
         let entry = spool::encode(&[target.db.as_bytes(), rp.as_bytes(), &body]);
-        spool
-            .append(entry)
-            .await
-            .map_err(|e| SinkError::Unavailable {
-                node: url.clone(),
-                reason: e.to_string(),
-            })?;
+        spool.append(entry).await.map_err(|e| unavailable(url, e))?;
         metrics::counter!("trident_gateway_spooled_total", "spool" => spool.name().to_owned())
             .increment(1);
         Ok(Stored::Spooled)
@@ -388,7 +360,7 @@ impl ClusterSink {
                     metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
                         .increment((end - i) as u64);
                 }
-                Err(e @ SinkError::Unavailable { .. }) => return Err(e),
+                Err(e @ SinkError::Node(NodeError::Unavailable { .. })) => return Err(e),
                 Err(e) => {
                     // InfluxDB stored the lines it could; the rest can never be.
                     tracing::warn!(spool = %name, db, error = %e, "the node refused spooled points");
@@ -416,8 +388,5 @@ async fn remove(spool: &Spool, entries: &[Vec<u8>]) -> Result<(), SinkError> {
     spool
         .remove(entries.len(), bytes)
         .await
-        .map_err(|e: SpoolError| SinkError::Unavailable {
-            node: spool.name().to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e: SpoolError| unavailable(spool.name(), e))
 }

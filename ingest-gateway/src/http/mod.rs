@@ -24,6 +24,7 @@ use crate::fanout::alerts::AlertSink;
 use crate::fanout::influx::{ClusterSink, SinkError};
 use crate::fanout::kafka::RawSink;
 use request::{RequestError, WriteTarget, credentials, decode_body, v1_target, v2_target};
+use trident_influx_client::Error as NodeError;
 
 /// The version the gateway reports in `X-Influxdb-Version`.
 pub const INFLUXDB_VERSION: &str = "1.8.10-trident";
@@ -260,9 +261,13 @@ async fn write(
         if let Err(e) = cluster {
             metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
             return match e {
-                SinkError::DatabaseNotFound(_) => error_body(StatusCode::NOT_FOUND, &e.to_string()),
-                SinkError::Refused(message) => error_body(StatusCode::BAD_REQUEST, &message),
-                SinkError::Unavailable { .. } | SinkError::Consistency { .. } => {
+                SinkError::Node(NodeError::DatabaseNotFound(_)) => {
+                    error_body(StatusCode::NOT_FOUND, &e.to_string())
+                }
+                SinkError::Node(NodeError::Refused(message)) => {
+                    error_body(StatusCode::BAD_REQUEST, &message)
+                }
+                SinkError::Node(_) | SinkError::Consistency { .. } => {
                     tracing::warn!(error = %e, "write not stored; answered 503");
                     unavailable(&e.to_string())
                 }
