@@ -136,6 +136,27 @@ impl StackEnv {
         })
     }
 
+    /// Trident's configuration for this stack: its environment, a spool
+    /// directory no other gateway uses, then `extra` (which wins).
+    pub fn config(&self, extra: &[(&str, &str)]) -> trident_service::config::Config {
+        let spool = std::env::temp_dir().join(unique_name("spool"));
+        let vars = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([(
+                "TRIDENT_GATEWAY_SPOOL_DIR".to_owned(),
+                spool.to_string_lossy().into_owned(),
+            )])
+            .chain(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+        trident_service::config::Config::load_with_env(None, vars)
+            .unwrap_or_else(|e| panic!("the stack's configuration does not load: {e}"))
+    }
+
     /// A Kafka client configuration pointing at the stack's broker.
     pub fn kafka_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

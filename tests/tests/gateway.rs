@@ -28,19 +28,7 @@ impl Drop for Gateway {
 /// Starts a gateway in this process on a free port, configured by the
 /// stack's environment plus `extra`.
 async fn start(env: &StackEnv, extra: &[(&str, &str)]) -> Gateway {
-    let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
-    // Each gateway spools to a directory of its own.
-    let spool = std::env::temp_dir().join(trident_e2e::unique_name("spool"));
-    vars.push((
-        "TRIDENT_GATEWAY_SPOOL_DIR".into(),
-        spool.to_string_lossy().into_owned(),
-    ));
-    vars.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let config = Config::load_with_env(None, vars).expect("config");
+    let config = env.config(extra);
     config.validate(Service::Gateway).expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

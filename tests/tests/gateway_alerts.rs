@@ -25,18 +25,7 @@ impl Drop for Gateway {
 }
 
 fn config(env: &StackEnv, extra: &[(&str, &str)]) -> Config {
-    let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
-    let spool = std::env::temp_dir().join(unique_name("spool"));
-    vars.push((
-        "TRIDENT_GATEWAY_SPOOL_DIR".into(),
-        spool.to_string_lossy().into_owned(),
-    ));
-    vars.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let config = Config::load_with_env(None, vars).expect("config");
+    let config = env.config(extra);
     config.validate(Service::Gateway).expect("valid config");
     config
 }

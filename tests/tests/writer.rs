@@ -39,20 +39,13 @@ async fn rollups_in_clickhouse_match_the_raw_rows() {
         .expect("ClickHouse database");
     let work = std::env::temp_dir().join(unique_name("writer"));
 
-    let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
-    for (k, v) in [
-        ("TRIDENT_KAFKA_RAW_TOPIC", topic.name.clone()),
-        ("TRIDENT_CLICKHOUSE_DATABASE", db.name.clone()),
-        ("TRIDENT_WRITER_GROUP_ID", unique_name("group")),
-        ("TRIDENT_WRITER_INTERVALS", "1m".to_owned()),
-        (
-            "TRIDENT_GATEWAY_SPOOL_DIR",
-            work.join("spool").to_string_lossy().into_owned(),
-        ),
-    ] {
-        vars.push((k.to_owned(), v));
-    }
-    let mut config = Config::load_with_env(None, vars).expect("config");
+    let group = unique_name("group");
+    let mut config = env.config(&[
+        ("TRIDENT_KAFKA_RAW_TOPIC", &topic.name),
+        ("TRIDENT_CLICKHOUSE_DATABASE", &db.name),
+        ("TRIDENT_WRITER_GROUP_ID", &group),
+        ("TRIDENT_WRITER_INTERVALS", "1m"),
+    ]);
     config.writer.mappings = vec![MappingConfig {
         measurement: "http".into(),
         table: String::new(),
@@ -347,19 +340,11 @@ async fn clickhouse_restarted_mid_stream_loses_nothing() {
     let env = stack.env.clone();
     let work = std::env::temp_dir().join(unique_name("writerch"));
     let database = unique_name("w");
-    let mut vars: Vec<(String, String)> = env.vars.clone().into_iter().collect();
-    for (k, v) in [
-        ("TRIDENT_CLICKHOUSE_DATABASE", database.clone()),
-        ("TRIDENT_WRITER_INTERVALS", "1m".to_owned()),
-        ("TRIDENT_WRITER_BATCH_PERIOD", "200ms".to_owned()),
-        (
-            "TRIDENT_GATEWAY_SPOOL_DIR",
-            work.join("spool").to_string_lossy().into_owned(),
-        ),
-    ] {
-        vars.push((k.to_owned(), v));
-    }
-    let mut config = Config::load_with_env(None, vars).expect("config");
+    let mut config = env.config(&[
+        ("TRIDENT_CLICKHOUSE_DATABASE", &database),
+        ("TRIDENT_WRITER_INTERVALS", "1m"),
+        ("TRIDENT_WRITER_BATCH_PERIOD", "200ms"),
+    ]);
     config.writer.mappings = vec![MappingConfig {
         measurement: "http".into(),
         table: String::new(),
