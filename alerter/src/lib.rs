@@ -249,18 +249,9 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                 }
             }
             message = consumer.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        health.set("consumer", Status::Degraded, e.to_string());
-                        consuming = false;
-                        continue;
-                    }
+                let Some(message) = trident_service::pinned::received(message, &health, &mut consuming) else {
+                    continue;
                 };
-                if !consuming {
-                    health.set("consumer", Status::Up, "");
-                    consuming = true;
-                }
                 let partition = message.partition();
                 // Records that existed when the partitions were assigned are
                 // re-read history.

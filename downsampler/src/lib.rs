@@ -184,19 +184,9 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                 report_lag(&consumer, &topic, &positions).await;
             }
             message = consumer.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the raw topic failed");
-                        health.set("consumer", Status::Degraded, e.to_string());
-                        consuming = false;
-                        continue;
-                    }
+                let Some(message) = trident_service::pinned::received(message, &health, &mut consuming) else {
+                    continue;
                 };
-                if !consuming {
-                    health.set("consumer", Status::Up, "");
-                    consuming = true;
-                }
                 let partition = message.partition();
                 positions.insert(partition, message.offset());
                 let ingest = message.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);

@@ -67,6 +67,32 @@ impl std::fmt::Debug for Pinned {
     }
 }
 
+/// A record from the consumer, or `None` after reporting why not: the
+/// `consumer` health component turns degraded on an error and up again on
+/// the next record, written only when it changes (`up` remembers), since
+/// this runs once per record.
+pub fn received<T, E: std::fmt::Display>(
+    result: std::result::Result<T, E>,
+    health: &crate::health::Health,
+    up: &mut bool,
+) -> Option<T> {
+    match result {
+        Ok(record) => {
+            if !*up {
+                health.set("consumer", crate::health::Status::Up, "");
+                *up = true;
+            }
+            Some(record)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the topic failed");
+            health.set("consumer", crate::health::Status::Degraded, e.to_string());
+            *up = false;
+            None
+        }
+    }
+}
+
 /// What to pin.
 #[derive(Debug, Clone)]
 pub struct PinOptions<'a> {

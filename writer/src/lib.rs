@@ -360,18 +360,9 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                 flush(&client, &group, mappings, &mut batch, &health, &shutdown).await;
             }
             message = consumer.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        health.set("consumer", Status::Degraded, e.to_string());
-                        consuming = false;
-                        continue;
-                    }
+                let Some(message) = trident_service::pinned::received(message, &health, &mut consuming) else {
+                    continue;
                 };
-                if !consuming {
-                    health.set("consumer", Status::Up, "");
-                    consuming = true;
-                }
                 tracing::debug!(partition = message.partition(), offset = message.offset(), "record");
                 for line in trident_line_protocol::parse_lines(message.payload().unwrap_or_default()) {
                     // Counted locally, published per record: a metrics
