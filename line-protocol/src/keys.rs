@@ -80,6 +80,35 @@ pub fn shard_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
 }
 
+/// The shard key of points of `measurement` whose tag values `tag` gives,
+/// for the strategies that do not need every tag: what a query that names
+/// the measurement (and, for `measurement+tags`, pins those tags) is
+/// routed by. `None` under [`Strategy::Series`], or when `tag` lacks one of
+/// the strategy's keys (a line without it would be placed without it, so
+/// such a query may span several owners).
+pub fn shard_key_of<'a>(
+    strategy: &Strategy,
+    measurement: &str,
+    tag: impl Fn(&str) -> Option<&'a str>,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match strategy {
+        Strategy::Series => return None,
+        Strategy::Measurement => escape_unchecked(&mut out, measurement, EscapeSet::Measurement),
+        Strategy::MeasurementTags(keys) => {
+            escape_unchecked(&mut out, measurement, EscapeSet::Measurement);
+            for key in keys {
+                let value = tag(key)?;
+                out.push(b',');
+                escape_unchecked(&mut out, key, EscapeSet::Key);
+                out.push(b'=');
+                escape_unchecked(&mut out, value, EscapeSet::Key);
+            }
+        }
+    }
+    Some(out)
+}
+
 impl Line<'_> {
     /// Appends the canonical series key to `out`.
     pub fn series_key_into(&self, out: &mut Vec<u8>) {
@@ -143,6 +172,25 @@ mod tests {
 
     fn line(text: &str) -> Line<'_> {
         parse_lines(text.as_bytes()).next().unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_query_finds_the_shard_key_its_points_have() {
+        let strategy: Strategy = "measurement+tags(app,env)".parse().unwrap();
+        let l = line("my\\ http,env=p\\,x,app=shop,host=h v=1");
+        let mut key = Vec::new();
+        l.shard_key_into(&strategy, &mut key);
+        let tags = [("app", "shop"), ("env", "p,x")];
+        let find = |k: &str| tags.iter().find(|(t, _)| *t == k).map(|(_, v)| *v);
+        assert_eq!(shard_key_of(&strategy, "my http", find), Some(key));
+        assert_eq!(shard_key_of(&strategy, "my http", |_| None), None);
+        assert_eq!(shard_key_of(&Strategy::Series, "cpu", find), None);
+        let mut key = Vec::new();
+        l.shard_key_into(&Strategy::Measurement, &mut key);
+        assert_eq!(
+            shard_key_of(&Strategy::Measurement, "my http", find),
+            Some(key)
+        );
     }
 
     #[test]
