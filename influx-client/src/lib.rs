@@ -73,6 +73,43 @@ pub async fn query(
     Ok(json)
 }
 
+/// Runs one statement on the node at `url` with the query parameters
+/// `params` (`q`, `db`, `epoch` …); the statement's result object
+/// (`{"statement_id":0,"series":[…]}`), an `error` in it included. A query
+/// the node refuses outright (a 4xx, e.g. a parse error) is
+/// [`Error::Refused`] with the node's words.
+pub async fn statement(
+    client: &reqwest::Client,
+    url: &str,
+    params: &[(&str, &str)],
+) -> Result<serde_json::Value, Error> {
+    let unavailable = |reason: String| Error::Unavailable {
+        node: url.to_owned(),
+        reason,
+    };
+    let resp = client
+        .post(format!("{url}/query"))
+        .form(params)
+        .send()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
+    let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    if status.is_client_error() {
+        let message = json
+            .as_ref()
+            .and_then(|j| j["error"].as_str())
+            .map_or(text.clone(), str::to_owned);
+        return Err(Error::Refused(message));
+    }
+    if !status.is_success() {
+        return Err(unavailable(format!("{status}: {text}")));
+    }
+    let mut json = json.ok_or_else(|| unavailable("the answer is not JSON".into()))?;
+    Ok(json["results"][0].take())
+}
+
 /// Writes `body` (line protocol, nanosecond timestamps) to `db`/`rp` on the
 /// node at `url`, gzip'd if `gzip`.
 pub async fn send(
@@ -145,6 +182,12 @@ impl Databases {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(key)
+    }
+
+    /// Forgets what is known, after databases or retention policies were
+    /// dropped: the next write checks (or creates) them again.
+    pub fn forget(&self) {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn remember(&self, key: (usize, String)) {

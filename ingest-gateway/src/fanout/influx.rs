@@ -143,6 +143,16 @@ impl ClusterSink {
         &self.placement
     }
 
+    /// The HTTP client for the nodes.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Which databases are known to exist on which node.
+    pub fn databases(&self) -> &Databases {
+        &self.known
+    }
+
     /// The spools, by node index.
     pub fn spools(&self) -> &[Spool] {
         &self.spools

@@ -1,4 +1,4 @@
-//! Users and write permissions, answered as InfluxDB 1.x with
+//! Users and their read and write permissions, answered as InfluxDB 1.x with
 //! `auth-enabled = true` answers (observed on a real node): 401 for missing
 //! or wrong credentials, 403 for a user without the right to write to the
 //! database.
@@ -36,13 +36,25 @@ pub enum AuthError {
         /// The database.
         db: String,
     },
+    /// The user may not run a query statement.
+    #[error(
+        "error authorizing query: {user} not authorized to execute statement '{statement}', requires {privilege}"
+    )]
+    QueryForbidden {
+        /// The user.
+        user: String,
+        /// The statement.
+        statement: String,
+        /// `READ on db` or `admin privilege`.
+        privilege: String,
+    },
 }
 
 impl AuthError {
     /// The HTTP status InfluxDB answers with.
     pub fn status(&self) -> u16 {
         match self {
-            AuthError::Forbidden { .. } => 403,
+            AuthError::Forbidden { .. } | AuthError::QueryForbidden { .. } => 403,
             _ => 401,
         }
     }
@@ -59,6 +71,7 @@ struct User {
     hash: String,
     admin: bool,
     write: HashSet<String>,
+    read: HashSet<String>,
 }
 
 type Blake = blake2::Blake2bMac512;
@@ -99,6 +112,7 @@ impl Auth {
                     hash: user.password_hash.clone(),
                     admin: user.admin,
                     write: user.write.iter().cloned().collect(),
+                    read: user.read.iter().cloned().collect(),
                 },
             );
         }
@@ -157,6 +171,35 @@ impl Auth {
             Err(AuthError::Forbidden {
                 user: user.to_owned(),
                 db: db.to_owned(),
+            })
+        }
+    }
+
+    /// Whether `user` may run `statement`: reading needs a read grant on
+    /// `db` (or admin), changing databases needs admin, as on a 1.x node.
+    pub fn authorize_query(
+        &self,
+        user: &str,
+        statement: &str,
+        db: Option<&str>,
+        admin_only: bool,
+    ) -> Result<(), AuthError> {
+        let found = self.users.get(user);
+        let (allowed, privilege) = match (admin_only, db) {
+            (false, Some(db)) => (
+                found.is_some_and(|u| u.admin || u.read.contains(db) || u.read.contains("*")),
+                format!("READ on {db}"),
+            ),
+            (false, None) => (found.is_some(), String::new()),
+            (true, _) => (found.is_some_and(|u| u.admin), "admin privilege".to_owned()),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthError::QueryForbidden {
+                user: user.to_owned(),
+                statement: statement.to_owned(),
+                privilege,
             })
         }
     }

@@ -1,4 +1,4 @@
-//! The InfluxDB-compatible HTTP API: `/write`, `/api/v2/write`, `/ping`,
+//! The InfluxDB-compatible HTTP API: `/write`, `/api/v2/write`, `/query`, `/ping`,
 //! plus `/health` and `/metrics` from the shared admin routes.
 //!
 //! A write is answered only after every accepted line was stored or
@@ -7,6 +7,7 @@
 //! ([`trident_line_protocol::compat`]).
 
 pub mod auth;
+mod query;
 pub mod request;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/write", post(write_v1))
         .route("/api/v2/write", post(write_v2))
+        .route("/query", get(query::query).post(query::query))
         .route("/ping", get(ping).head(ping))
         .with_state(state)
         .layer(axum::middleware::map_response(influx_headers))
@@ -154,6 +156,28 @@ fn auth_error(e: &auth::AuthError) -> Response {
     response
 }
 
+/// The user the request's credentials prove (`None` with auth off), or
+/// InfluxDB's 401.
+async fn authenticated(
+    state: &AppState,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
+    let Some(auth) = &state.auth else {
+        return Ok(None);
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Ok(presented) = credentials(query, authorization) else {
+        return Err(auth_error(&auth::AuthError::Unparsable));
+    };
+    auth.authenticate(presented)
+        .await
+        .map(Some)
+        .map_err(|e| auth_error(&e))
+}
+
 async fn write(
     state: &AppState,
     query: &[(String, String)],
@@ -170,21 +194,9 @@ async fn write(
     };
     // InfluxDB's order: who is asking (401), what is asked (400), whether
     // they may (403), then the body.
-    let user = match &state.auth {
-        None => None,
-        Some(auth) => {
-            let authorization = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            let presented = match credentials(query, authorization) {
-                Ok(presented) => presented,
-                Err(_) => return auth_error(&auth::AuthError::Unparsable),
-            };
-            match auth.authenticate(presented).await {
-                Ok(user) => Some(user),
-                Err(e) => return auth_error(&e),
-            }
-        }
+    let user = match authenticated(state, query, headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
     };
     let target = match target {
         Ok(target) => target,
