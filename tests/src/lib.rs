@@ -510,8 +510,8 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Offsets from the port base that `scripts/stack up --with etcd,alertmanager`
-/// listens on.
-pub const STACK_PORTS: [u16; 13] = [1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 41, 42, 51];
+/// listens on, and a spare fourth InfluxDB node (`scripts/stack start influx4`).
+pub const STACK_PORTS: [u16; 15] = [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 31, 41, 42, 51];
 
 /// A port base whose whole block is free right now. Callers in one process
 /// start their search at different blocks, so two of them at once do not
@@ -586,6 +586,27 @@ impl PrivateStack {
     /// Kills server `name` (`influx1`, `kafka`, …) with SIGKILL.
     pub fn kill(&self, name: &str) -> Result<()> {
         self.script(&["kill", name])
+    }
+
+    /// Kills InfluxDB node `name` (`influx2`), deletes everything it stored
+    /// and starts it empty.
+    pub fn wipe(&self, name: &str) -> Result<()> {
+        self.kill(name)?;
+        for part in ["data", "wal", "meta"] {
+            let dir = self.dir.join(name).join(part);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| HarnessError::Script {
+                    args: format!("wipe {name}"),
+                    stderr: format!("cannot remove {}: {e}", dir.display()),
+                })?;
+            }
+        }
+        self.start(name)
+    }
+
+    /// The URL of InfluxDB node `n` of this stack (`4` for the spare).
+    pub fn influx_url(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + n)
     }
 
     /// Starts server `name` again and waits until it is healthy.
@@ -821,4 +842,53 @@ pub async fn spawn_gateway(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (url, shutdown)
+}
+
+/// A query answer with rows equal in time sorted: InfluxDB lists them in
+/// no defined order.
+pub fn normalize_answer(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(results) = v["results"].as_array_mut() {
+        for r in results {
+            if let Some(series) = r["series"].as_array_mut() {
+                for s in series {
+                    if let Some(rows) = s["values"].as_array_mut() {
+                        let mut i = 0;
+                        while i < rows.len() {
+                            let mut j = i;
+                            while j < rows.len() && rows[j][0] == rows[i][0] {
+                                j += 1;
+                            }
+                            rows[i..j].sort_by_key(|r| r.to_string());
+                            i = j;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Whether two query answers agree, floats to 1e-9 relative (sums added in
+/// another order differ in the last bits).
+pub fn same_answer(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+        }
+        (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_answer(a, b))
+        }
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_answer(v, w)))
+        }
+        _ => a == b,
+    }
 }

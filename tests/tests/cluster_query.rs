@@ -70,51 +70,6 @@ fn corpus() -> String {
     out
 }
 
-/// Rows equal in time are in no defined order on InfluxDB: sort them.
-/// Floats compare to 1e-9 relative (sums are added in another order).
-fn normalize(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(results) = v["results"].as_array_mut() {
-        for r in results {
-            if let Some(series) = r["series"].as_array_mut() {
-                for s in series {
-                    if let Some(rows) = s["values"].as_array_mut() {
-                        let mut i = 0;
-                        while i < rows.len() {
-                            let mut j = i;
-                            while j < rows.len() && rows[j][0] == rows[i][0] {
-                                j += 1;
-                            }
-                            rows[i..j].sort_by_key(|r| r.to_string());
-                            i = j;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    v
-}
-
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(f64::NAN),
-            );
-            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 /// Every case of the oracle: (query, extra parameters).
 const CASES: &[&str] = &[
     // Raw selects.
@@ -228,14 +183,15 @@ async fn every_query_answers_as_one_node_holding_all_the_data() {
     for case in CASES {
         let q = fill_in(case);
         for epoch in [None, Some("ms")] {
-            let want = normalize(&ask(oracle_url, &q, &oracle.name, epoch).await);
-            let got = normalize(&ask(&gateway, &q, &db, epoch).await);
+            let want =
+                trident_e2e::normalize_answer(&ask(oracle_url, &q, &oracle.name, epoch).await);
+            let got = trident_e2e::normalize_answer(&ask(&gateway, &q, &db, epoch).await);
             assert!(
                 want["results"][0].get("error").is_none(),
                 "the oracle refused {q}: {want}"
             );
             assert!(
-                same(&want, &got),
+                trident_e2e::same_answer(&want, &got),
                 "{q} (epoch {epoch:?})\n oracle: {want}\ngateway: {got}"
             );
             compared += 1;
@@ -357,10 +313,11 @@ async fn a_dead_replica_is_skipped_and_two_make_a_partial_answer() {
     ];
     stack.kill("influx2").expect("kill influx2");
     for q in queries.map(fill_in) {
-        let want = normalize(&ask(&env.influx_urls[0], &q, &oracle, None).await);
-        let got = normalize(&ask(&gateway, &q, &db, None).await);
+        let want =
+            trident_e2e::normalize_answer(&ask(&env.influx_urls[0], &q, &oracle, None).await);
+        let got = trident_e2e::normalize_answer(&ask(&gateway, &q, &db, None).await);
         assert!(
-            same(&want, &got),
+            trident_e2e::same_answer(&want, &got),
             "one node down: {q}\n oracle: {want}\ngateway: {got}"
         );
         assert!(got["results"][0].get("partial").is_none(), "{got}");

@@ -1,0 +1,340 @@
+//! Online operations on a stack of this test's own: `trident-ctl add-node`
+//! moves to a fourth node exactly the series the ring now gives it (and
+//! drops them from the nodes that lost them), `remove-node` moves them
+//! back; a wiped node is refilled by `recover`; `check` finds and repairs
+//! differences. After each step every node holds exactly the series the
+//! topology gives it, each with every point, and queries through a gateway
+//! on the new topology equal the oracle's answers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use trident_cluster::{Node, Placement, StrategyRule, Topology};
+use trident_e2e::{
+    PrivateStack, StackEnv, binary, http, influx_query, influx_query_with, unique_name,
+};
+
+const T0: i64 = 1_699_999_980 * 1_000_000_000;
+
+/// 24 cpu series (strategy series), 3 http_requests apps (measurement+tags)
+/// and one mem measurement, 40 points each, every field type.
+fn corpus() -> String {
+    let mut out = String::new();
+    for i in 0..40i64 {
+        let t = T0 + i * 15_000_000_000;
+        for h in 0..24 {
+            out.push_str(&format!(
+                "cpu,host=h{h},rack=r{} usage={}.25,procs={}i,up={},note=\"n {i}\" {t}\n",
+                h % 4,
+                h * 100 + i,
+                h + i,
+                i % 2 == 0
+            ));
+        }
+        for app in ["shop", "search", "auth"] {
+            out.push_str(&format!(
+                "http_requests,app={app},endpoint=/x latency_ms={}.5 {t}\n",
+                i * 3
+            ));
+        }
+        out.push_str(&format!("mem,host=h1 used={}i {t}\n", i * 1000));
+    }
+    out
+}
+
+fn topology(urls: &[String]) -> Topology {
+    Topology {
+        version: 1,
+        nodes: urls
+            .iter()
+            .map(|u| Node {
+                id: u.clone(),
+                url: u.clone(),
+            })
+            .collect(),
+        replication: 2,
+        default_strategy: "series".into(),
+        rules: vec![
+            StrategyRule {
+                database: None,
+                measurement: Some("mem".into()),
+                strategy: "measurement".into(),
+            },
+            StrategyRule {
+                database: None,
+                measurement: Some("http_requests".into()),
+                strategy: "measurement+tags(app)".into(),
+            },
+        ],
+    }
+}
+
+fn ctl(topology: &Path, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(binary("trident-ctl"))
+        .arg("--topology")
+        .arg(topology)
+        .args(args)
+        .output()
+        .expect("run trident-ctl (cargo build --bins)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "trident-ctl {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    (out.status.success(), report)
+}
+
+/// Per node: series key → per-field counts, of database `db`.
+async fn holdings(urls: &[String], db: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for url in urls {
+        let mut series = BTreeMap::new();
+        let v = influx_query(url, "SELECT count(*) FROM /.*/ GROUP BY *", Some(db))
+            .await
+            .expect("count");
+        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let mut key = s["name"].as_str().unwrap_or_default().to_owned();
+            for (k, v) in s["tags"].as_object().into_iter().flatten() {
+                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
+                    key.push_str(&format!(",{k}={v}"));
+                }
+            }
+            let n: u64 = s["values"][0]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .skip(1)
+                .filter_map(Value::as_u64)
+                .sum();
+            if n > 0 {
+                series.insert(key, n);
+            }
+        }
+        out.insert(url.clone(), series);
+    }
+    out
+}
+
+/// What every node must hold under `placement`: each series of the corpus
+/// on its owners, with all of its field values.
+fn expected(placement: &Placement, db: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = placement
+        .topology()
+        .nodes
+        .iter()
+        .map(|n| (n.url.clone(), BTreeMap::new()))
+        .collect();
+    let body = corpus();
+    let mut scratch = Vec::new();
+    for line in trident_line_protocol::parse_lines(body.as_bytes()).flatten() {
+        let strategy = placement.strategy_for(db, &line.measurement().as_str());
+        let hash = line.shard_hash(strategy, &mut scratch);
+        for node in placement.owners(hash) {
+            let fields = line.fields().count() as u64;
+            *out.entry(node.url.clone())
+                .or_default()
+                .entry(line.series_key())
+                .or_default() += fields;
+        }
+    }
+    out
+}
+
+async fn write(url: &str, db: &str, body: &str) {
+    let resp = http()
+        .post(format!("{url}/write"))
+        .query(&[("db", db), ("precision", "ns")])
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+}
+
+/// A gateway on `topology`; the oracle's answers to a few queries equal its.
+async fn queries_match(
+    env: &StackEnv,
+    topology: &Topology,
+    db: &str,
+    oracle_url: &str,
+    oracle: &str,
+) {
+    let mut config = env.config(&[]);
+    config.influx.urls = topology.nodes.iter().map(|n| n.url.clone()).collect();
+    config.influx.replication = topology.replication;
+    config.influx.rules = topology.rules.clone();
+    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
+    for q in [
+        "SELECT * FROM cpu WHERE rack = 'r1'",
+        "SELECT count(usage), sum(procs), mean(usage) FROM cpu WHERE time >= 1699999980000000000 AND time < 1700000600000000000 GROUP BY time(1m), rack",
+        "SELECT percentile(latency_ms, 90) FROM http_requests WHERE app = 'shop'",
+        "SELECT max(used) FROM mem",
+        "SHOW SERIES",
+    ] {
+        let want = influx_query_with(oracle_url, q, Some(oracle), &[])
+            .await
+            .expect("oracle");
+        let got = influx_query_with(&gateway, q, Some(db), &[])
+            .await
+            .expect("gateway");
+        let (want, got) = (
+            trident_e2e::normalize_answer(&want),
+            trident_e2e::normalize_answer(&got),
+        );
+        assert!(
+            trident_e2e::same_answer(&want, &got),
+            "{q}\n oracle: {want}\ngateway: {got}"
+        );
+    }
+    shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_remove_recover_and_check_keep_every_point_in_place() {
+    let stack = PrivateStack::up(&[]).expect("a private stack");
+    stack.start("influx4").expect("the spare node");
+    let env = &stack.env;
+    let three: Vec<String> = env.influx_urls.clone();
+    let mut four = three.clone();
+    four.push(stack.influx_url(4));
+    let db = unique_name("ops");
+    let oracle = unique_name("ops_oracle");
+    let work = std::env::temp_dir().join(unique_name("ctl"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let file = work.join("topology.json");
+    let before = topology(&three);
+    std::fs::write(&file, serde_json::to_string(&before).expect("json")).expect("topology file");
+
+    // Data in through a gateway on three nodes.
+    let mut config = env.config(&[]);
+    config.influx.replication = 2;
+    config.influx.rules = before.rules.clone();
+    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
+    write(&gateway, &db, &corpus()).await;
+    shutdown.trigger();
+    // The oracle: a database on the shared stack, outside this cluster.
+    let shared = StackEnv::load().expect("the shared stack is up (scripts/stack up)");
+    let oracle_url = shared.influx_urls[0].clone();
+    influx_query(&oracle_url, &format!("CREATE DATABASE \"{oracle}\""), None)
+        .await
+        .expect("oracle db");
+    write(&oracle_url, &oracle, &corpus()).await;
+    let three_p = before.clone().validate().expect("valid");
+    assert_eq!(holdings(&three, &db).await, expected(&three_p, &db));
+
+    // Add the fourth node: it gets exactly what the ring gives it now.
+    let (ok, report) = ctl(&file, &["add-node", "--id", &four[3], "--url", &four[3]]);
+    assert!(ok, "{report}");
+    let after: Topology =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
+    assert_eq!(after.version, 2);
+    assert_eq!(after.nodes.len(), 4);
+    let four_p = after.clone().validate().expect("valid");
+    let mut held = holdings(&four, &db).await;
+    assert_eq!(held, expected(&four_p, &db), "after add-node");
+    assert!(
+        report["copies"].as_u64().unwrap_or(0) > 0 && report["dropped"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    queries_match(env, &after, &db, &oracle_url, &oracle).await;
+
+    // Running it again finds nothing to do: each step is idempotent.
+    let again = work.join("again.json");
+    std::fs::write(&again, serde_json::to_string(&after).expect("json")).expect("file");
+    let (ok, report) = ctl(
+        &again,
+        &[
+            "rebalance",
+            "--from",
+            again.to_str().unwrap_or_default(),
+            "--to",
+            again.to_str().unwrap_or_default(),
+        ],
+    );
+    assert!(ok);
+    assert_eq!(
+        (report["copies"].clone(), report["dropped"].clone()),
+        (json!(0), json!(0)),
+        "{report}"
+    );
+
+    // Wipe node 2 and recover it from its replicas.
+    stack.wipe("influx2").expect("wipe influx2");
+    held = holdings(&four, &db).await;
+    assert!(held[&four[1]].is_empty());
+    let (ok, report) = ctl(&file, &["check"]);
+    assert!(
+        !ok && !report["differences"].as_array().is_none_or(Vec::is_empty),
+        "check must see the wiped node: {report}"
+    );
+    let (ok, report) = ctl(&file, &["recover", "--node", &four[1]]);
+    assert!(ok, "{report}");
+    assert_eq!(
+        holdings(&four, &db).await,
+        expected(&four_p, &db),
+        "after recover"
+    );
+    let (ok, report) = ctl(&file, &["check"]);
+    assert!(ok, "after recover, check finds nothing: {report}");
+
+    // A point missing on one replica: check reports it, --repair fixes it.
+    let victim = expected(&four_p, &db);
+    let (node, series) = victim
+        .iter()
+        .find_map(|(n, s)| {
+            s.keys()
+                .find(|k| k.starts_with("cpu,"))
+                .map(|k| (n.clone(), k.clone()))
+        })
+        .expect("a cpu series");
+    let host = series
+        .split("host=")
+        .nth(1)
+        .and_then(|h| h.split(',').next())
+        .unwrap_or_default()
+        .to_owned();
+    influx_query(
+        &node,
+        &format!("DELETE FROM cpu WHERE host = '{host}' AND time = {T0}"),
+        Some(&db),
+    )
+    .await
+    .expect("delete one point");
+    let (ok, report) = ctl(&file, &["check"]);
+    assert!(
+        !ok && report["differences"].to_string().contains(&series),
+        "{report}"
+    );
+    let (ok, _) = ctl(&file, &["check", "--repair"]);
+    assert!(ok);
+    let (ok, report) = ctl(&file, &["check"]);
+    assert!(ok, "{report}");
+
+    // Remove the fourth node again: back to the three-node placement.
+    let (ok, report) = ctl(&file, &["remove-node", "--id", &four[3]]);
+    assert!(ok, "{report}");
+    let back: Topology =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
+    assert_eq!((back.version, back.nodes.len()), (3, 3));
+    let held = holdings(&four, &db).await;
+    assert!(
+        held[&four[3]].is_empty(),
+        "the removed node keeps nothing of {db}"
+    );
+    let three_held: BTreeMap<_, _> = held
+        .into_iter()
+        .filter(|(u, _)| three.contains(u))
+        .collect();
+    assert_eq!(three_held, expected(&three_p, &db), "after remove-node");
+    queries_match(env, &back, &db, &oracle_url, &oracle).await;
+    influx_query(&oracle_url, &format!("DROP DATABASE \"{oracle}\""), None)
+        .await
+        .expect("drop oracle");
+}
