@@ -248,6 +248,24 @@ fn field(name: String, v: &Value, ty: Option<&str>) -> Option<(String, FieldValu
     Some((name, value))
 }
 
+/// A database on a node: its retention policies and measurements.
+#[derive(Debug, Clone)]
+struct Layout {
+    db: String,
+    rps: Vec<String>,
+    measurements: Vec<String>,
+}
+
+impl Layout {
+    fn scope<'a>(&'a self, rp: &'a str, measurement: &'a str) -> Scope<'a> {
+        Scope {
+            db: &self.db,
+            rp,
+            measurement,
+        }
+    }
+}
+
 /// Where one measurement of one database and retention policy is read.
 #[derive(Debug, Clone, Copy)]
 struct Scope<'a> {
@@ -373,10 +391,25 @@ impl Ctl {
         Ok(())
     }
 
-    async fn measurements(&self, url: &str, db: &str) -> Result<Vec<String>, Error> {
-        Ok(first_strings(
-            &self.q(url, Some(db), "SHOW MEASUREMENTS").await?,
-        ))
+    /// What `url` holds: each database with its retention policies and
+    /// measurements.
+    async fn layout(&self, url: &str) -> Result<Vec<Layout>, Error> {
+        let mut out = Vec::new();
+        for db in self.databases(url).await? {
+            let rps = self
+                .retention_policies(url, &db)
+                .await?
+                .into_iter()
+                .map(|r| r.0)
+                .collect();
+            let measurements = first_strings(&self.q(url, Some(&db), "SHOW MEASUREMENTS").await?);
+            out.push(Layout {
+                db,
+                rps,
+                measurements,
+            });
+        }
+        Ok(out)
     }
 
     /// Every series of `scope` on `url` with its per-field counts.
@@ -687,30 +720,21 @@ impl Ctl {
             .map(|n| (n.id.clone(), n.url.clone()))
             .collect();
         for source in &old.topology().nodes {
-            for db in self.databases(&source.url).await? {
-                let rps: Vec<String> = self
-                    .retention_policies(&source.url, &db)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.0)
-                    .collect();
+            for layout in self.layout(&source.url).await? {
+                let (db, rps) = (&layout.db, &layout.rps);
                 let mut prepared: HashSet<String> = HashSet::new();
-                for m in self.measurements(&source.url, &db).await? {
+                for m in &layout.measurements {
                     // Node id → tag sets to drop there, after every policy is copied.
                     let mut leaving: BTreeMap<String, Vec<BTreeMap<String, String>>> =
                         BTreeMap::new();
-                    for rp in &rps {
-                        let scope = Scope {
-                            db: &db,
-                            rp,
-                            measurement: &m,
-                        };
+                    for rp in rps {
+                        let scope = layout.scope(rp, m);
                         let here = self.census(&source.url, scope).await?;
                         let mut targets: BTreeMap<String, Censuses> = BTreeMap::new();
                         let mut want: HashMap<String, Vec<String>> = HashMap::new();
                         for (key, c) in &here {
-                            let old_owners = owners(old, &db, &m, &c.tags);
-                            let new_owners = owners(new, &db, &m, &c.tags);
+                            let old_owners = owners(old, db, m, &c.tags);
+                            let new_owners = owners(new, db, m, &c.tags);
                             // The first old owner moves a series; a stray copy moves itself.
                             if old_owners.first() != Some(&source.id)
                                 && old_owners.contains(&source.id)
@@ -721,7 +745,7 @@ impl Ctl {
                             for t in new_owners.iter().filter(|t| **t != source.id) {
                                 let url = &url_of[t];
                                 if prepared.insert(url.clone()) {
-                                    self.prepare(&source.url, url, &db).await?;
+                                    self.prepare(&source.url, url, db).await?;
                                 }
                                 if !targets.contains_key(url) {
                                     let census = self.census(url, scope).await?;
@@ -758,7 +782,7 @@ impl Ctl {
                         for (node, series) in &mut leaving {
                             series.sort();
                             series.dedup();
-                            self.drop_series(&url_of[node], &db, &m, series, &mut report)
+                            self.drop_series(&url_of[node], db, m, series, &mut report)
                                 .await?;
                         }
                     }
@@ -781,26 +805,17 @@ impl Ctl {
             .clone();
         let mut report = Report::default();
         for source in placement.topology().nodes.iter().filter(|n| n.id != id) {
-            for db in self.databases(&source.url).await? {
-                let rps: Vec<String> = self
-                    .retention_policies(&source.url, &db)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.0)
-                    .collect();
-                self.prepare(&source.url, &target, &db).await?;
-                for m in self.measurements(&source.url, &db).await? {
-                    for rp in &rps {
-                        let scope = Scope {
-                            db: &db,
-                            rp,
-                            measurement: &m,
-                        };
+            for layout in self.layout(&source.url).await? {
+                let (db, rps) = (&layout.db, &layout.rps);
+                self.prepare(&source.url, &target, db).await?;
+                for m in &layout.measurements {
+                    for rp in rps {
+                        let scope = layout.scope(rp, m);
                         let here = self.census(&source.url, scope).await?;
                         let there = self.census(&target, scope).await?;
                         let mut want = HashMap::new();
                         for (key, c) in &here {
-                            let owners = owners(placement, &db, &m, &c.tags);
+                            let owners = owners(placement, db, m, &c.tags);
                             // The first owner other than the node is the source.
                             if !owners.iter().any(|o| o == id)
                                 || owners.iter().find(|o| *o != id) != Some(&source.id)
@@ -840,27 +855,18 @@ impl Ctl {
             .map(|n| (n.id.as_str(), n.url.as_str()))
             .collect();
         for source in &nodes {
-            for db in self.databases(&source.url).await? {
-                let rps: Vec<String> = self
-                    .retention_policies(&source.url, &db)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.0)
-                    .collect();
-                for m in self.measurements(&source.url, &db).await? {
-                    for rp in &rps {
-                        let scope = Scope {
-                            db: &db,
-                            rp,
-                            measurement: &m,
-                        };
+            for layout in self.layout(&source.url).await? {
+                let (db, rps) = (&layout.db, &layout.rps);
+                for m in &layout.measurements {
+                    for rp in rps {
+                        let scope = layout.scope(rp, m);
                         let here = self.census(&source.url, scope).await?;
                         let mut others: BTreeMap<String, Censuses> = BTreeMap::new();
                         // Source node → series → targets, for --repair.
                         let mut repairs: BTreeMap<String, HashMap<String, Vec<String>>> =
                             BTreeMap::new();
                         for (key, c) in &here {
-                            let owners = owners(placement, &db, &m, &c.tags);
+                            let owners = owners(placement, db, m, &c.tags);
                             if !owners.contains(&source.id) {
                                 report
                                     .misplaced

@@ -44,24 +44,40 @@ pub enum Error {
     Client(String),
 }
 
-/// Runs statement `q` on the node at `url`; its JSON answer.
-pub async fn query(
+/// POSTs `params` to `url`'s `/query`: the status and the body.
+async fn post_query(
     client: &reqwest::Client,
     url: &str,
-    q: &str,
-) -> Result<serde_json::Value, Error> {
+    params: &[(&str, &str)],
+) -> Result<(reqwest::StatusCode, String), Error> {
     let unavailable = |reason: String| Error::Unavailable {
         node: url.to_owned(),
         reason,
     };
     let resp = client
         .post(format!("{url}/query"))
-        .query(&[("q", q)])
+        .form(params)
         .send()
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let status = resp.status();
     let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
+    Ok((status, text))
+}
+
+/// Runs statement `q` on the node at `url`; its JSON answer. Any failure
+/// to answer, a 4xx included, is [`Error::Unavailable`]; an error in the
+/// answer is [`Error::Refused`].
+pub async fn query(
+    client: &reqwest::Client,
+    url: &str,
+    q: &str,
+) -> Result<serde_json::Value, Error> {
+    let (status, text) = post_query(client, url, &[("q", q)]).await?;
+    let unavailable = |reason: String| Error::Unavailable {
+        node: url.to_owned(),
+        reason,
+    };
     if !status.is_success() {
         return Err(unavailable(format!("{status}: {text}")));
     }
@@ -83,18 +99,11 @@ pub async fn statement(
     url: &str,
     params: &[(&str, &str)],
 ) -> Result<serde_json::Value, Error> {
+    let (status, text) = post_query(client, url, params).await?;
     let unavailable = |reason: String| Error::Unavailable {
         node: url.to_owned(),
         reason,
     };
-    let resp = client
-        .post(format!("{url}/query"))
-        .form(params)
-        .send()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
     let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
     if status.is_client_error() {
         let message = json

@@ -323,8 +323,8 @@ fn span(src: &str, tokens: &[Token]) -> String {
     }
 }
 
-/// Splits `tokens` at top-level commas.
-fn split_commas<'t>(src: &str, tokens: &'t [Token]) -> Vec<&'t [Token]> {
+/// Splits `tokens` where `sep` holds outside parentheses.
+fn split_top<'t>(src: &str, tokens: &'t [Token], sep: impl Fn(&Token) -> bool) -> Vec<&'t [Token]> {
     let mut out = Vec::new();
     let mut depth = 0i32;
     let mut from = 0;
@@ -333,13 +333,18 @@ fn split_commas<'t>(src: &str, tokens: &'t [Token]) -> Vec<&'t [Token]> {
             depth += 1;
         } else if t.is_punct(src, ")") {
             depth -= 1;
-        } else if depth == 0 && t.is_punct(src, ",") {
+        } else if depth == 0 && sep(t) {
             out.push(&tokens[from..i]);
             from = i + 1;
         }
     }
     out.push(&tokens[from..]);
     out
+}
+
+/// Splits `tokens` at top-level commas.
+fn split_commas<'t>(src: &str, tokens: &'t [Token]) -> Vec<&'t [Token]> {
+    split_top(src, tokens, |t| t.is_punct(src, ","))
 }
 
 fn expected(src: &str, tokens: &[Token], at: usize, what: &str) -> Error {
@@ -511,22 +516,10 @@ fn source(src: &str, tokens: &[Token]) -> Source {
 
 /// `tag = 'value'` terms joined by top-level `AND` (none under an `OR`).
 fn pins(src: &str, tokens: &[Token]) -> Vec<(String, String)> {
-    let mut depth = 0i32;
-    let mut terms: Vec<&[Token]> = Vec::new();
-    let mut from = 0;
-    for (i, t) in tokens.iter().enumerate() {
-        if t.is_punct(src, "(") {
-            depth += 1;
-        } else if t.is_punct(src, ")") {
-            depth -= 1;
-        } else if depth == 0 && t.is_keyword(src, "OR") {
-            return Vec::new();
-        } else if depth == 0 && t.is_keyword(src, "AND") {
-            terms.push(&tokens[from..i]);
-            from = i + 1;
-        }
+    if split_top(src, tokens, |t| t.is_keyword(src, "OR")).len() > 1 {
+        return Vec::new();
     }
-    terms.push(&tokens[from..]);
+    let terms = split_top(src, tokens, |t| t.is_keyword(src, "AND"));
     let key = |t: &[Token]| match t {
         [k] => k.ident_value(src),
         [k, c, ty] if c.is_punct(src, "::") && ty.is_keyword(src, "tag") => k.ident_value(src),

@@ -892,3 +892,18 @@ pub fn same_answer(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         _ => a == b,
     }
 }
+
+/// Strategy rules that give each strategy a measurement: `cpu` (and
+/// anything else) by series, `mem` by measurement, `http_requests` by
+/// measurement and app.
+pub fn one_rule_per_strategy() -> Vec<trident_cluster::StrategyRule> {
+    let rule = |measurement: &str, strategy: &str| trident_cluster::StrategyRule {
+        database: None,
+        measurement: Some(measurement.to_owned()),
+        strategy: strategy.to_owned(),
+    };
+    vec![
+        rule("mem", "measurement"),
+        rule("http_requests", "measurement+tags(app)"),
+    ]
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use trident_cluster::{Node, Placement, StrategyRule, Topology};
+use trident_cluster::{Node, Placement, Topology};
 use trident_e2e::{
     PrivateStack, StackEnv, binary, http, influx_query, influx_query_with, unique_name,
 };
@@ -56,18 +56,7 @@ fn topology(urls: &[String]) -> Topology {
             .collect(),
         replication: 2,
         default_strategy: "series".into(),
-        rules: vec![
-            StrategyRule {
-                database: None,
-                measurement: Some("mem".into()),
-                strategy: "measurement".into(),
-            },
-            StrategyRule {
-                database: None,
-                measurement: Some("http_requests".into()),
-                strategy: "measurement+tags(app)".into(),
-            },
-        ],
+        rules: trident_e2e::one_rule_per_strategy(),
     }
 }
 

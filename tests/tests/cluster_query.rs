@@ -8,7 +8,6 @@
 //! answers stay complete; with two down they say they may be partial.
 
 use serde_json::{Value, json};
-use trident_cluster::StrategyRule;
 use trident_e2e::{InfluxDb, PrivateStack, StackEnv, http, influx_query_with, unique_name};
 
 /// Minute-aligned start of the corpus (2023-11-14T22:13:00Z).
@@ -130,18 +129,7 @@ fn config(env: &StackEnv) -> trident_service::config::Config {
         ("TRIDENT_INFLUX_REPLICATION", "2"),
         ("TRIDENT_INFLUX_TIMEOUT", "3s"),
     ]);
-    config.influx.rules = vec![
-        StrategyRule {
-            database: None,
-            measurement: Some("mem".into()),
-            strategy: "measurement".into(),
-        },
-        StrategyRule {
-            database: None,
-            measurement: Some("http_requests".into()),
-            strategy: "measurement+tags(app)".into(),
-        },
-    ];
+    config.influx.rules = trident_e2e::one_rule_per_strategy();
     config
 }
 
