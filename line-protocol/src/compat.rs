@@ -46,11 +46,7 @@ pub fn write_outcome(body: &[u8], results: &[Result<Line<'_>, ParseError>]) -> W
                 refused += 1;
                 last_refusal = Some(reason);
             }
-            None => parse_errors.push(format!(
-                "unable to parse '{}': {}",
-                String::from_utf8_lossy(line_text(body, e)),
-                reason(body, e)
-            )),
+            None => parse_errors.push(unparsable(body, e)),
         }
     }
     let parsed_points = written + refused;
@@ -71,6 +67,16 @@ pub fn write_outcome(body: &[u8], results: &[Result<Line<'_>, ParseError>]) -> W
         error,
         written,
     }
+}
+
+/// `unable to parse '<line>': <reason>`, as 1.x (and 2.x) word a line
+/// they cannot parse.
+pub fn unparsable(body: &[u8], e: &ParseError) -> String {
+    format!(
+        "unable to parse '{}': {}",
+        String::from_utf8_lossy(line_text(body, e)),
+        reason(body, e)
+    )
 }
 
 /// The line as 1.x quotes it: leading blanks and a trailing `\r` removed.
@@ -154,8 +160,9 @@ pub fn reason(body: &[u8], e: &ParseError) -> String {
 }
 
 /// 1.x parses a line with a `time` tag or field key, then its storage
-/// refuses the point; this is that refusal's reason.
-fn storage_refusal(body: &[u8], e: &ParseError) -> Option<String> {
+/// refuses the point; this is that refusal's reason (`None` for a line
+/// that does not parse at all).
+pub fn storage_refusal(body: &[u8], e: &ParseError) -> Option<String> {
     let ErrorKind::ReservedKey { role, key } = &e.kind else {
         return None;
     };

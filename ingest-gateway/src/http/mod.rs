@@ -79,13 +79,24 @@ async fn ping(Query(query): Query<Vec<(String, String)>>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Which write API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `/write`: InfluxDB 1.x answers, partial writes.
+    V1,
+    /// `/api/v2/write`: InfluxDB 2.x answers — a body with a line that
+    /// does not parse is refused whole (400), points storage refuses are
+    /// 422, errors are `{"code":…,"message":…}`.
+    V2,
+}
+
 async fn write_v1(
     State(state): State<AppState>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    write(&state, &query, v1_target(&query), &headers, body).await
+    write(&state, &query, v1_target(&query), &headers, body, Api::V1).await
 }
 
 async fn write_v2(
@@ -94,7 +105,43 @@ async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    write(&state, &query, v2_target(&query), &headers, body).await
+    let response = write(&state, &query, v2_target(&query), &headers, body, Api::V2).await;
+    v2_answer(response).await
+}
+
+/// InfluxDB 2.x's name for an error status, as its API documents them.
+fn v2_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        413 => "request too large",
+        422 => "unprocessable entity",
+        429 => "too many requests",
+        503 => "unavailable",
+        _ => "internal error",
+    }
+}
+
+/// A 1.x error answer rewritten as 2.x writes it: `{"code","message"}`,
+/// status and headers kept.
+async fn v2_answer(response: Response) -> Response {
+    let status = response.status();
+    if status.is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let json = serde_json::json!({ "code": v2_code(status), "message": message }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(json))
 }
 
 /// `{"error":"..."}` byte for byte as InfluxDB writes it: Go's JSON
@@ -184,6 +231,7 @@ async fn write(
     target: Result<WriteTarget, RequestError>,
     headers: &HeaderMap,
     body: Body,
+    api: Api,
 ) -> Response {
     // Overload: a bounded number of writes at once; the rest back off.
     let Ok(_permit) = state.inflight.clone().try_acquire_owned() else {
@@ -230,6 +278,16 @@ async fn write(
         ..ParseOptions::default()
     };
     let results: Vec<_> = Lines::new(&body, options).collect();
+    if api == Api::V2
+        && let Some(e) = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .find(|e| compat::storage_refusal(&body, e).is_none())
+    {
+        // 2.x: "All request data was rejected and not written."
+        metrics::counter!("trident_gateway_requests_total", "outcome" => "refused").increment(1);
+        return error_body(StatusCode::BAD_REQUEST, &compat::unparsable(&body, e));
+    }
     let outcome = compat::write_outcome(&body, &results);
     let lines: Vec<_> = results
         .iter()
@@ -277,7 +335,12 @@ async fn write(
                     error_body(StatusCode::NOT_FOUND, &e.to_string())
                 }
                 SinkError::Node(NodeError::Refused(message)) => {
-                    error_body(StatusCode::BAD_REQUEST, &message)
+                    // 2.x: the data is well-formed, storage refused it.
+                    let status = match api {
+                        Api::V1 => StatusCode::BAD_REQUEST,
+                        Api::V2 => StatusCode::UNPROCESSABLE_ENTITY,
+                    };
+                    error_body(status, &message)
                 }
                 SinkError::Node(_) | SinkError::Consistency { .. } => {
                     tracing::warn!(error = %e, "write not stored; answered 503");
@@ -290,6 +353,8 @@ async fn write(
     metrics::counter!("trident_gateway_requests_total", "outcome" => "ok").increment(1);
     match outcome.error {
         None => StatusCode::NO_CONTENT.into_response(),
+        // Only points storage refuses are left for v2: 422, the rest written.
+        Some(message) if api == Api::V2 => error_body(StatusCode::UNPROCESSABLE_ENTITY, &message),
         Some(message) => error_body(
             StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::BAD_REQUEST),
             &message,
