@@ -10,7 +10,9 @@
 //!              census differs (one chunked SELECT * … GROUP BY * per
 //!              measurement ─► line protocol ─► /write), verifies by a new
 //!              census, then drops it where it no longer belongs
-//!   recover    every series a wiped node owns, from its first other owner
+//!   recover    every series a wiped node owns, from its first other owner;
+//!              or, with --from-kafka, every line of the raw topic's
+//!              retention whose owners include the node
 //!   check      per-field counts on every owner compared; --repair copies
 //!              each owner's points to the owners that differ
 //! ```
@@ -85,6 +87,9 @@ pub enum Error {
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The raw topic cannot be read to its end.
+    #[error("cannot replay the raw topic: {0}")]
+    Topic(String),
 }
 
 /// Reads a topology from a JSON or TOML file (by extension).
@@ -246,6 +251,21 @@ fn field(name: String, v: &Value, ty: Option<&str>) -> Option<(String, FieldValu
         (_, v) => FieldValue::Float(v.as_f64()?),
     };
     Some((name, value))
+}
+
+/// Where `recover --from-kafka` reads the raw topic.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSource<'a> {
+    /// Bootstrap brokers.
+    pub brokers: &'a [String],
+    /// The raw topic.
+    pub topic: &'a str,
+    /// Replay records from this time, ms since the epoch.
+    pub since_ms: i64,
+    /// Bound on each broker round trip.
+    pub timeout: std::time::Duration,
+    /// How long without a record means the topic is read to its end.
+    pub idle: std::time::Duration,
 }
 
 /// A database on a node: its retention policies and measurements.
@@ -843,6 +863,173 @@ impl Ctl {
             }
         }
         Ok(report)
+    }
+
+    /// Refills node `id` by replaying the raw topic from `since_ms`
+    /// (record time, ms) to the end it had when this started: every line
+    /// whose owners include the node is written to it, in the database and
+    /// retention policy its record names. For data no replica holds any
+    /// more, within the topic's retention.
+    pub async fn recover_from_topic(
+        &mut self,
+        placement: &Placement,
+        id: &str,
+        topic: TopicSource<'_>,
+    ) -> Result<Report, Error> {
+        use rdkafka::Message;
+        use rdkafka::consumer::Consumer;
+        use rdkafka::message::Headers;
+
+        let index = placement
+            .topology()
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| Error::UnknownNode(id.to_owned()))?;
+        let target = placement.topology().nodes[index].url.clone();
+        let pinned = trident_service::pinned::pin(trident_service::pinned::PinOptions {
+            brokers: topic.brokers,
+            topic: topic.topic,
+            instance: 0,
+            instances: 1,
+            partitions: &[],
+            replay_from_ms: topic.since_ms,
+            resume: &HashMap::new(),
+            timeout: topic.timeout,
+        })
+        .await
+        .map_err(|e| Error::Topic(e.to_string()))?;
+        // Partition → the offset it ended at when assigned (exclusive).
+        let mut open: HashMap<i32, i64> = pinned
+            .ends
+            .iter()
+            .copied()
+            .filter(|(_, end)| *end > 0)
+            .collect();
+        let databases = trident_influx_client::Databases::default();
+        // (db, rp) → lines for the node.
+        let mut bodies: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+        let mut report = Report::default();
+        let mut records = 0u64;
+        let mut scratch = Vec::new();
+        while !open.is_empty() {
+            let next = tokio::time::timeout(topic.idle, pinned.consumer.recv()).await;
+            let message = match next {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => return Err(Error::Topic(e.to_string())),
+                Err(_) => {
+                    // Nothing more is coming: the rest must be at their ends.
+                    let positions = pinned
+                        .consumer
+                        .position()
+                        .map_err(|e| Error::Topic(e.to_string()))?;
+                    let behind: Vec<String> = positions
+                        .elements()
+                        .iter()
+                        .filter_map(|e| {
+                            let end = open.get(&e.partition())?;
+                            let at = e.offset().to_raw().unwrap_or(-1);
+                            // An unknown position (nothing fetched) started at its end.
+                            (at >= 0 && at < *end)
+                                .then(|| format!("partition {} at {at} of {end}", e.partition()))
+                        })
+                        .collect();
+                    if behind.is_empty() {
+                        break;
+                    }
+                    return Err(Error::Topic(format!(
+                        "no record for {:?} while {} remain",
+                        topic.idle,
+                        behind.join(", ")
+                    )));
+                }
+            };
+            if message.offset() + 1 >= open.get(&message.partition()).copied().unwrap_or(0) {
+                open.remove(&message.partition());
+            }
+            if message
+                .timestamp()
+                .to_millis()
+                .is_some_and(|t| t < topic.since_ms)
+            {
+                continue;
+            }
+            records += 1;
+            let header = |name: &str| {
+                message.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            let (Some(db), rp) = (header("db"), header("rp").unwrap_or_default()) else {
+                self.say(&format!(
+                    "skipping a record without a db header at {}/{}",
+                    message.partition(),
+                    message.offset()
+                ));
+                continue;
+            };
+            for line in parse_lines(message.payload().unwrap_or_default()).flatten() {
+                let strategy = placement.strategy_for(&db, &line.measurement().as_str());
+                let hash = line.shard_hash(strategy, &mut scratch);
+                let owners = placement
+                    .ring()
+                    .owners(hash, placement.topology().replication);
+                if !owners.contains(index) {
+                    continue;
+                }
+                let body = bodies.entry((db.clone(), rp.clone())).or_default();
+                body.extend_from_slice(line.text().as_bytes());
+                body.push(b'\n');
+                report.points += 1;
+                if body.len() >= WRITE_BYTES {
+                    let body = std::mem::take(body);
+                    self.write_lines(&databases, index, &target, &db, &rp, body, &mut report)
+                        .await?;
+                }
+            }
+        }
+        for ((db, rp), body) in bodies {
+            if !body.is_empty() {
+                self.write_lines(&databases, index, &target, &db, &rp, body, &mut report)
+                    .await?;
+            }
+        }
+        self.say(&format!(
+            "{records} records replayed; {} lines, {:.1} MB written to {id}",
+            report.points,
+            report.bytes as f64 / 1e6
+        ));
+        Ok(report)
+    }
+
+    /// Writes line text to `db`/`rp` (empty: the default policy) on node
+    /// `index` at `url`, creating them if needed.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_lines(
+        &self,
+        databases: &trident_influx_client::Databases,
+        index: usize,
+        url: &str,
+        db: &str,
+        rp: &str,
+        body: Vec<u8>,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        if rp.is_empty() {
+            databases.ensure(&self.client, index, url, db, true).await?;
+        } else {
+            databases
+                .ensure_rp(&self.client, index, url, db, rp)
+                .await?;
+        }
+        report.bytes += body.len() as u64;
+        report.copies += 1;
+        let rp = Some(rp).filter(|r| !r.is_empty());
+        send(&self.client, url, db, rp, Bytes::from(body), false).await?;
+        Ok(())
     }
 
     /// Compares every series on its owners; with `repair`, copies each

@@ -71,11 +71,19 @@ enum Command {
         #[arg(long)]
         id: String,
     },
-    /// Refill a wiped or replaced node from the replicas of its series.
+    /// Refill a wiped or replaced node from the replicas of its series, or
+    /// from the raw topic (brokers and topic from the Trident configuration).
     Recover {
         /// The node's id.
         #[arg(long)]
         node: String,
+        /// Replay the raw Kafka topic instead of copying from replicas.
+        #[arg(long)]
+        from_kafka: bool,
+        /// With --from-kafka: how far back (e.g. 7d); default: all of the
+        /// topic's retention.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
     },
     /// Compare every series on its owners; report (and with --repair, fix)
     /// differences and series on nodes that do not own them.
@@ -203,9 +211,38 @@ async fn main() -> anyhow::Result<()> {
             }
             move_to(&mut ctl, &path, old, new, started).await?;
         }
-        Command::Recover { node } => {
+        Command::Recover {
+            node,
+            from_kafka: false,
+            ..
+        } => {
             let placement = current(&cli)?.validate()?;
             print(&ctl.recover(&placement, node).await?, started);
+        }
+        Command::Recover {
+            node,
+            from_kafka: true,
+            since,
+        } => {
+            let placement = current(&cli)?.validate()?;
+            let config = trident_service::config::Config::load(cli.config.as_deref())?;
+            let since_ms = since.map_or(0, |since| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                i64::try_from(now.saturating_sub(since).as_millis()).unwrap_or(0)
+            });
+            let source = trident_ctl::TopicSource {
+                brokers: &config.kafka.brokers,
+                topic: &config.kafka.raw_topic,
+                since_ms,
+                timeout: config.kafka.delivery_timeout,
+                idle: Duration::from_secs(10),
+            };
+            print(
+                &ctl.recover_from_topic(&placement, node, source).await?,
+                started,
+            );
         }
         Command::Check { repair } => {
             let placement = current(&cli)?.validate()?;

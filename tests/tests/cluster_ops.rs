@@ -61,7 +61,14 @@ fn topology(urls: &[String]) -> Topology {
 }
 
 fn ctl(topology: &Path, args: &[&str]) -> (bool, Value) {
+    ctl_with(topology, args, &BTreeMap::new())
+}
+
+/// `trident-ctl --topology FILE ARGS` with environment `vars`: its success
+/// and its JSON report.
+fn ctl_with(topology: &Path, args: &[&str], vars: &BTreeMap<String, String>) -> (bool, Value) {
     let out = Command::new(binary("trident-ctl"))
+        .envs(vars)
         .arg("--topology")
         .arg(topology)
         .args(args)
@@ -326,4 +333,62 @@ async fn add_remove_recover_and_check_keep_every_point_in_place() {
     influx_query(&oracle_url, &format!("DROP DATABASE \"{oracle}\""), None)
         .await
         .expect("drop oracle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_refilled_from_the_raw_topic() {
+    let env = StackEnv::load().expect("the stack is up (scripts/stack up)");
+    let topic = trident_e2e::KafkaTopic::create(&env, 4)
+        .await
+        .expect("a raw topic of its own");
+    let db = unique_name("kafkarec");
+    let mut config = env.config(&[("TRIDENT_KAFKA_RAW_TOPIC", topic.name.as_str())]);
+    config.influx.replication = 2;
+    config.influx.rules = trident_e2e::one_rule_per_strategy();
+    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
+    write(&gateway, &db, &corpus()).await;
+    shutdown.trigger();
+    let urls = env.influx_urls.clone();
+    let placement = topology(&urls).validate().expect("valid");
+    assert_eq!(holdings(&urls, &db).await, expected(&placement, &db));
+
+    // Node 2 loses this database; its replicas are not asked.
+    influx_query(&urls[1], &format!("DROP DATABASE \"{db}\""), None)
+        .await
+        .expect("drop on node 2");
+    let work = std::env::temp_dir().join(unique_name("ctlk"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let file = work.join("topology.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&topology(&urls)).expect("json"),
+    )
+    .expect("file");
+    let mut vars = env.vars.clone();
+    vars.insert("TRIDENT_KAFKA_RAW_TOPIC".into(), topic.name.clone());
+    let (ok, report) = ctl_with(
+        &file,
+        &[
+            "recover",
+            "--node",
+            &urls[1],
+            "--from-kafka",
+            "--since",
+            "1h",
+        ],
+        &vars,
+    );
+    assert!(ok, "{report}");
+    let held = holdings(&urls, &db).await;
+    assert_eq!(
+        held[&urls[1]],
+        expected(&placement, &db)[&urls[1]],
+        "node 2 refilled from the topic"
+    );
+    assert_eq!(held, expected(&placement, &db));
+    for url in &urls {
+        influx_query(url, &format!("DROP DATABASE \"{db}\""), None)
+            .await
+            .expect("cleanup");
+    }
 }
