@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trident_cluster::{Node, Topology};
 use trident_ctl::{Ctl, Progress, Report, load_topology};
+use trident_service::topology::{Source, etcd_get, etcd_put_if, parse};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,11 @@ struct Cli {
     /// No progress lines on stderr.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// add-node/remove-node: how long services take to follow a published
+    /// topology (a few times influx.topology_poll) before data is copied
+    /// again and dropped from the old owners.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +48,13 @@ struct Cli {
 enum Command {
     /// Print the topology and whether each node answers.
     Show,
+    /// Make the topology of FILE the one in use (in the topology file or
+    /// etcd key of the configuration); its version must be higher.
+    Publish {
+        /// A JSON or TOML topology.
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Move data from the placement of one topology to another's.
     Rebalance {
         /// The topology the data is placed by now.
@@ -94,12 +107,70 @@ enum Command {
     },
 }
 
-fn current(cli: &Cli) -> anyhow::Result<Topology> {
+/// Where the topology lives: `--topology FILE`, else the Trident
+/// configuration's source (a topology file or an etcd key, else its
+/// `[influx]` section).
+fn source(cli: &Cli) -> anyhow::Result<Source> {
     if let Some(path) = &cli.topology {
-        return Ok(load_topology(path)?);
+        return Ok(Source::File(path.clone()));
     }
     let config = trident_service::config::Config::load(cli.config.as_deref())?;
-    Ok(config.influx.topology())
+    Ok(Source::of(&config))
+}
+
+async fn current(cli: &Cli) -> anyhow::Result<Topology> {
+    let client = reqwest::Client::builder().timeout(cli.timeout).build()?;
+    Ok(source(cli)?.load(&client).await?)
+}
+
+/// Makes `topology` the one in use at the source; its version must be
+/// higher than the one there (in etcd, checked and set atomically).
+async fn publish(cli: &Cli, topology: &Topology) -> anyhow::Result<()> {
+    let source = source(cli)?;
+    let client = reqwest::Client::builder().timeout(cli.timeout).build()?;
+    match &source {
+        Source::Config(_) => anyhow::bail!(
+            "the topology comes from the [influx] section: give --topology FILE, or set influx.topology_file or influx.topology_key"
+        ),
+        Source::File(path) => {
+            if let Ok(old) = source.load(&client).await {
+                anyhow::ensure!(
+                    topology.version > old.version,
+                    "version {} is not higher than {} in {}",
+                    topology.version,
+                    old.version,
+                    path.display()
+                );
+            }
+            write_topology(path, topology)?;
+        }
+        Source::Etcd { endpoints, key } => {
+            let existing = etcd_get(&client, endpoints, key).await?;
+            let revision = match &existing {
+                Some((text, revision)) => {
+                    let old = parse(text, true).map_err(anyhow::Error::msg)?;
+                    anyhow::ensure!(
+                        topology.version > old.version,
+                        "version {} is not higher than {} in etcd key {key}",
+                        topology.version,
+                        old.version
+                    );
+                    Some(*revision)
+                }
+                None => None,
+            };
+            let text = serde_json::to_string(topology)?;
+            if !etcd_put_if(&client, endpoints, key, &text, revision).await? {
+                anyhow::bail!("etcd key {key} changed while publishing: read it again and retry");
+            }
+        }
+    }
+    eprintln!(
+        "topology version {} published to {}",
+        topology.version,
+        source.describe()
+    );
+    Ok(())
 }
 
 fn write_topology(path: &Path, topology: &Topology) -> anyhow::Result<()> {
@@ -143,8 +214,13 @@ async fn main() -> anyhow::Result<()> {
     let mut ctl = Ctl::new(cli.timeout, progress)?;
     let started = Instant::now();
     match &cli.command {
+        Command::Publish { file } => {
+            let topology = load_topology(file)?;
+            topology.clone().validate()?;
+            publish(&cli, &topology).await?;
+        }
         Command::Show => {
-            let topology = current(&cli)?;
+            let topology = current(&cli).await?;
             let placement = topology.clone().validate()?;
             println!(
                 "version {}, replication {}, default strategy {}",
@@ -181,11 +257,7 @@ async fn main() -> anyhow::Result<()> {
             print(&ctl.rebalance(&old, &new, !keep).await?, started);
         }
         Command::AddNode { id, url } => {
-            let path = cli
-                .topology
-                .clone()
-                .context("add-node changes a topology file: give it with --topology")?;
-            let old = current(&cli)?;
+            let old = current(&cli).await?;
             if old.nodes.iter().any(|n| n.id == *id) {
                 anyhow::bail!("node `{id}` is already in the topology");
             }
@@ -195,28 +267,24 @@ async fn main() -> anyhow::Result<()> {
                 id: id.clone(),
                 url: url.trim_end_matches('/').to_owned(),
             });
-            move_to(&mut ctl, &path, old, new, started).await?;
+            move_to(&mut ctl, &cli, old, new, started).await?;
         }
         Command::RemoveNode { id } => {
-            let path = cli
-                .topology
-                .clone()
-                .context("remove-node changes a topology file: give it with --topology")?;
-            let old = current(&cli)?;
+            let old = current(&cli).await?;
             let mut new = old.clone();
             new.version += 1;
             new.nodes.retain(|n| n.id != *id);
             if new.nodes.len() == old.nodes.len() {
                 anyhow::bail!("node `{id}` is not in the topology");
             }
-            move_to(&mut ctl, &path, old, new, started).await?;
+            move_to(&mut ctl, &cli, old, new, started).await?;
         }
         Command::Recover {
             node,
             from_kafka: false,
             ..
         } => {
-            let placement = current(&cli)?.validate()?;
+            let placement = current(&cli).await?.validate()?;
             print(&ctl.recover(&placement, node).await?, started);
         }
         Command::Recover {
@@ -224,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
             from_kafka: true,
             since,
         } => {
-            let placement = current(&cli)?.validate()?;
+            let placement = current(&cli).await?.validate()?;
             let config = trident_service::config::Config::load(cli.config.as_deref())?;
             let since_ms = since.map_or(0, |since| {
                 let now = std::time::SystemTime::now()
@@ -245,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Check { repair } => {
-            let placement = current(&cli)?.validate()?;
+            let placement = current(&cli).await?.validate()?;
             let report = ctl.check(&placement, *repair).await?;
             print(&report, started);
             if !*repair && (!report.differences.is_empty() || !report.misplaced.is_empty()) {
@@ -256,28 +324,30 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copy to the new owners, switch the file, then drop from the old ones.
+/// Copy to the new owners, publish the new version, wait for the services
+/// to follow it, then copy what reached the old owners meanwhile and drop
+/// from them (the last pass copies, verifies and only then drops).
 async fn move_to(
     ctl: &mut Ctl,
-    path: &Path,
+    cli: &Cli,
     old: Topology,
     new: Topology,
     started: Instant,
 ) -> anyhow::Result<()> {
     let (old_p, new_p) = (old.validate()?, new.clone().validate()?);
     let copied = ctl.rebalance(&old_p, &new_p, false).await?;
-    write_topology(path, &new)?;
+    publish(cli, &new).await?;
     eprintln!(
-        "topology version {} written to {}",
-        new.version,
-        path.display()
+        "waiting {:?} for services to follow version {}",
+        cli.grace, new.version
     );
-    let dropped = ctl.rebalance(&old_p, &new_p, true).await?;
+    tokio::time::sleep(cli.grace).await;
+    let last = ctl.rebalance(&old_p, &new_p, true).await?;
     let total = Report {
-        dropped: dropped.dropped,
-        copies: copied.copies + dropped.copies,
-        points: copied.points + dropped.points,
-        bytes: copied.bytes + dropped.bytes,
+        dropped: last.dropped,
+        copies: copied.copies + last.copies,
+        points: copied.points + last.points,
+        bytes: copied.bytes + last.bytes,
         ..copied
     };
     print(&total, started);

@@ -179,14 +179,15 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// Which databases and retention policies are known to exist on which
-/// node (by index); cheap to clone, shared by clones.
+/// node (by URL, so that a topology change cannot confuse two nodes);
+/// cheap to clone, shared by clones.
 #[derive(Debug, Clone, Default)]
 pub struct Databases {
-    known: Arc<Mutex<HashSet<(usize, String)>>>,
+    known: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl Databases {
-    fn is_known(&self, key: &(usize, String)) -> bool {
+    fn is_known(&self, key: &(String, String)) -> bool {
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -199,24 +200,23 @@ impl Databases {
         self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    fn remember(&self, key: (usize, String)) {
+    fn remember(&self, key: (String, String)) {
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key);
     }
 
-    /// Makes sure `db` exists on node `index` at `url`: created when
+    /// Makes sure `db` exists on the node at `url`: created when
     /// `create`, else looked up (and [`Error::DatabaseNotFound`] if absent).
     pub async fn ensure(
         &self,
         client: &reqwest::Client,
-        index: usize,
         url: &str,
         db: &str,
         create: bool,
     ) -> Result<(), Error> {
-        let key = (index, db.to_owned());
+        let key = (url.to_owned(), db.to_owned());
         if self.is_known(&key) {
             return Ok(());
         }
@@ -236,17 +236,16 @@ impl Databases {
     }
 
     /// Makes sure retention policy `rp` (infinite, not the default) exists
-    /// in `db` on node `index`, creating both if needed.
+    /// in `db` on the node at `url`, creating both if needed.
     pub async fn ensure_rp(
         &self,
         client: &reqwest::Client,
-        index: usize,
         url: &str,
         db: &str,
         rp: &str,
     ) -> Result<(), Error> {
-        self.ensure(client, index, url, db, true).await?;
-        let key = (index, format!("{db}\0{rp}"));
+        self.ensure(client, url, db, true).await?;
+        let key = (url.to_owned(), format!("{db}\0{rp}"));
         if self.is_known(&key) {
             return Ok(());
         }
@@ -271,7 +270,8 @@ impl Databases {
 /// node, all nodes at once; a write succeeds when every owner stored it.
 #[derive(Debug, Clone)]
 pub struct ClusterWriter {
-    placement: Arc<Placement>,
+    /// The placement in use; replaced whole when the topology changes.
+    placement: Arc<std::sync::RwLock<Arc<Placement>>>,
     client: reqwest::Client,
     gzip: bool,
     databases: Databases,
@@ -281,7 +281,7 @@ impl ClusterWriter {
     /// A writer over `placement`; `timeout` bounds each request.
     pub fn new(placement: Placement, timeout: Duration, gzip: bool) -> Result<Self, Error> {
         Ok(Self {
-            placement: Arc::new(placement),
+            placement: Arc::new(std::sync::RwLock::new(Arc::new(placement))),
             client: reqwest::Client::builder()
                 .timeout(timeout)
                 .build()
@@ -291,27 +291,34 @@ impl ClusterWriter {
         })
     }
 
-    /// The placement in use.
-    pub fn placement(&self) -> &Placement {
-        &self.placement
+    /// The placement in use now.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Switches to `placement` for the writes that start from now on.
+    pub fn set_placement(&self, placement: Placement) {
+        *self.placement.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(placement);
     }
 
     /// Writes `text` (valid line protocol, nanosecond timestamps) to
     /// `db`/`rp`, creating the database and retention policy on the nodes
     /// that need them. Lines that do not parse are refused.
     pub async fn write(&self, db: &str, rp: &str, text: &[u8]) -> Result<(), Error> {
-        let topology = self.placement.topology();
+        // One placement for the whole write.
+        let placement = self.placement();
+        let topology = placement.topology();
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
         let mut key = Vec::new();
         for line in trident_line_protocol::parse_lines(text) {
             let line = line.map_err(|e| Error::Refused(e.to_string()))?;
-            let strategy = self
-                .placement
-                .strategy_for(db, &line.measurement().as_str());
+            let strategy = placement.strategy_for(db, &line.measurement().as_str());
             key.clear();
             let hash = line.shard_hash(strategy, &mut key);
-            for &node in self
-                .placement
+            for &node in placement
                 .ring()
                 .owners(hash, topology.replication)
                 .as_slice()
@@ -327,11 +334,12 @@ impl ClusterWriter {
                 continue;
             }
             let (writer, db, rp) = (self.clone(), db.to_owned(), rp.to_owned());
+            let url = topology.nodes[index].url.clone();
             tasks.spawn(async move {
-                let url = &writer.placement.topology().nodes[index].url;
+                let url = &url;
                 writer
                     .databases
-                    .ensure_rp(&writer.client, index, url, &db, &rp)
+                    .ensure_rp(&writer.client, url, &db, &rp)
                     .await?;
                 send(
                     &writer.client,

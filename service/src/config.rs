@@ -36,6 +36,7 @@ const SECTIONS: &[&str] = &[
     "downsampler",
     "alerter",
     "writer",
+    "etcd",
 ];
 
 /// The whole configuration file.
@@ -58,6 +59,18 @@ pub struct Config {
     pub alerter: AlerterConfig,
     /// The ClickHouse writer (business metrics from the raw topic).
     pub writer: WriterConfig,
+    /// etcd, where a cluster of many machines keeps its topology.
+    pub etcd: EtcdConfig,
+}
+
+/// etcd's v3 HTTP (JSON) gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// `http://host:2379` URLs, tried in order; comma-separated in the
+    /// environment (`TRIDENT_ETCD_ENDPOINTS`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub endpoints: Vec<String>,
 }
 
 /// Log output.
@@ -112,6 +125,16 @@ pub struct InfluxConfig {
     /// Gzip the bodies sent to nodes: less network, more CPU. Off pays on
     /// loopback and fast local links.
     pub gzip: bool,
+    /// Read the topology from this JSON or TOML file instead of `urls`,
+    /// `replication` and `rules`, and follow its changes (a higher
+    /// `version` replaces the one in use). For one machine.
+    pub topology_file: Option<std::path::PathBuf>,
+    /// Read the topology from this etcd key (`[etcd] endpoints`) and follow
+    /// it; `trident-ctl publish` writes it. For many machines.
+    pub topology_key: Option<String>,
+    /// How often a topology file or key is read again.
+    #[serde(with = "humantime_serde")]
+    pub topology_poll: Duration,
 }
 
 impl Default for InfluxConfig {
@@ -123,6 +146,9 @@ impl Default for InfluxConfig {
             strategy: "series".to_owned(),
             rules: Vec::new(),
             gzip: true,
+            topology_file: None,
+            topology_key: None,
+            topology_poll: Duration::from_secs(1),
         }
     }
 }
@@ -642,7 +668,24 @@ impl Config {
         let uses_influx = matches!(service, Service::Gateway | Service::Downsampler);
         let uses_raw_stream = !matches!(service, Service::Alerter);
         let uses_alert_stream = matches!(service, Service::Gateway | Service::Alerter);
-        if uses_influx {
+        if self.influx.topology_file.is_some() && self.influx.topology_key.is_some() {
+            return Err(invalid(
+                "influx.topology_key",
+                "and influx.topology_file are both set: choose one source of the topology",
+            ));
+        }
+        if self.influx.topology_key.is_some() && self.etcd.endpoints.is_empty() {
+            return Err(invalid(
+                "etcd.endpoints",
+                "is empty while influx.topology_key is set: list etcd's URLs, e.g. [\"http://127.0.0.1:2379\"]",
+            ));
+        }
+        if self.influx.topology_poll.is_zero() {
+            return Err(invalid("influx.topology_poll", "must be longer than 0s"));
+        }
+        let live_topology =
+            self.influx.topology_file.is_some() || self.influx.topology_key.is_some();
+        if uses_influx && !live_topology {
             if self.influx.urls.is_empty() {
                 return Err(invalid(
                     "influx.urls",
@@ -658,6 +701,9 @@ impl Config {
                 .topology()
                 .validate()
                 .map_err(|e| invalid("influx", &e.to_string()))?;
+        }
+        if uses_influx && self.influx.timeout.is_zero() {
+            return Err(invalid("influx.timeout", "must be longer than 0s"));
         }
         if service == Service::Gateway && self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes", "must be more than 0"));
@@ -1083,6 +1129,26 @@ mod tests {
 
         let err = config.validate(Service::Writer).unwrap_err().to_string();
         assert!(err.contains("clickhouse.url"), "{err}");
+    }
+
+    #[test]
+    fn a_live_topology_source_replaces_the_urls() {
+        let mut config = Config::default();
+        config.kafka.brokers = vec!["localhost:9092".into()];
+        config.influx.topology_key = Some("/trident/topology".into());
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("etcd.endpoints"), "{err}");
+        config.etcd.endpoints = vec!["http://127.0.0.1:2379".into()];
+        config.validate(Service::Gateway).expect("no urls needed");
+        config.influx.topology_file = Some("topology.json".into());
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("choose one source"), "{err}");
+        let from_env = Config::load_with_env(
+            None,
+            [("TRIDENT_ETCD_ENDPOINTS", "http://a:2379,http://b:2379")],
+        )
+        .expect("loads");
+        assert_eq!(from_env.etcd.endpoints.len(), 2);
     }
 
     #[test]

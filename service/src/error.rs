@@ -28,6 +28,9 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    /// The cluster topology cannot be read from its source.
+    #[error("{0}")]
+    Topology(String),
     /// The broker could not be asked or the partitions assigned.
     #[error("Kafka: {0}")]
     Kafka(String),

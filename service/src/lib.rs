@@ -24,6 +24,8 @@
 //!   the `/health` JSON document.
 //! - [`admin`]: the `/health` and `/metrics` HTTP routes every service serves.
 //! - [`shutdown`]: signals and an ordered, stage-by-stage graceful stop.
+//! - [`topology`]: the cluster topology from the configuration, a file or
+//!   etcd, followed while the service runs.
 
 pub mod admin;
 pub mod cli;
@@ -33,5 +35,6 @@ pub mod health;
 pub mod pinned;
 pub mod shutdown;
 pub mod telemetry;
+pub mod topology;
 
 pub use error::{Error, Result};

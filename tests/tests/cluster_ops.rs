@@ -226,7 +226,12 @@ async fn add_remove_recover_and_check_keep_every_point_in_place() {
     assert_eq!(holdings(&three, &db).await, expected(&three_p, &db));
 
     // Add the fourth node: it gets exactly what the ring gives it now.
-    let (ok, report) = ctl(&file, &["add-node", "--id", &four[3], "--url", &four[3]]);
+    let (ok, report) = ctl(
+        &file,
+        &[
+            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "0s",
+        ],
+    );
     assert!(ok, "{report}");
     let after: Topology =
         serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
@@ -314,7 +319,7 @@ async fn add_remove_recover_and_check_keep_every_point_in_place() {
     assert!(ok, "{report}");
 
     // Remove the fourth node again: back to the three-node placement.
-    let (ok, report) = ctl(&file, &["remove-node", "--id", &four[3]]);
+    let (ok, report) = ctl(&file, &["remove-node", "--id", &four[3], "--grace", "0s"]);
     assert!(ok, "{report}");
     let back: Topology =
         serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");

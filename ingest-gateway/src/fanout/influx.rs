@@ -15,8 +15,9 @@
 //! count); short of that the answer is 503, and the spooled copies are
 //! still delivered later. Without it the level is `any`.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,17 +66,48 @@ enum Stored {
     Spooled,
 }
 
+/// A node as the sink sees it: where it is and its hinted-handoff spool.
+/// Slots outlive topology versions: a node that stays keeps its spool.
+#[derive(Debug, Clone)]
+pub struct NodeSlot {
+    /// The node's URL.
+    pub url: String,
+    /// Its spool.
+    pub spool: Spool,
+}
+
+/// One topology version: its placement and, aligned with its nodes, their
+/// slots. A write routes and stores under one view from start to end.
+#[derive(Debug)]
+pub struct View {
+    /// The placement.
+    pub placement: Arc<Placement>,
+    /// Slots by node index of the placement's topology.
+    pub nodes: Vec<NodeSlot>,
+}
+
+/// What replayers of nodes that appear later report to.
+#[derive(Debug, Clone)]
+struct ReplayContext {
+    shutdown: Shutdown,
+    health: Health,
+    max_backoff: Duration,
+}
+
 /// Writes lines to the nodes that own them.
 #[derive(Debug, Clone)]
 pub struct ClusterSink {
-    placement: Arc<Placement>,
+    view: Arc<RwLock<Arc<View>>>,
     client: reqwest::Client,
     create_databases: bool,
     gzip: bool,
     /// Databases known to exist, per node.
     known: Databases,
-    /// One hinted-handoff spool per node, by node index.
-    spools: Arc<Vec<Spool>>,
+    options: Arc<ClusterOptions>,
+    /// Every slot opened, by URL.
+    slots: Arc<Mutex<HashMap<String, NodeSlot>>>,
+    /// Set by [`ClusterSink::start_replay`].
+    replaying: Arc<Mutex<Option<ReplayContext>>>,
 }
 
 /// How the cluster sink is set up.
@@ -113,34 +145,79 @@ impl ClusterSink {
     /// A sink over `placement`, with the spools of every node opened (what
     /// a previous run left in them is kept and replayed).
     pub fn new(placement: Placement, options: &ClusterOptions) -> Result<Self, crate::Error> {
-        let spools = placement
-            .topology()
-            .nodes
-            .iter()
-            .map(|node| {
-                let path = spool_path(&options.spool_dir, &node.url);
-                Spool::open(
-                    &format!("influx:{}", node.url),
-                    &path,
-                    options.spool_max_bytes,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            placement: Arc::new(placement),
+        let sink = Self {
+            view: Arc::new(RwLock::new(Arc::new(View {
+                placement: Arc::new(placement.clone()),
+                nodes: Vec::new(),
+            }))),
             client: reqwest::Client::builder()
                 .timeout(options.timeout)
                 .build()?,
             create_databases: options.create_databases,
             gzip: options.gzip,
             known: Databases::default(),
-            spools: Arc::new(spools),
-        })
+            options: Arc::new(options.clone()),
+            slots: Arc::default(),
+            replaying: Arc::default(),
+        };
+        sink.set_placement(placement)?;
+        Ok(sink)
     }
 
-    /// The placement in use.
-    pub fn placement(&self) -> &Placement {
-        &self.placement
+    /// The view in use now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The placement in use now.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.view().placement.clone()
+    }
+
+    /// Switches to `placement`: writes that start from now on use it. A
+    /// node new to the sink gets its spool opened and its replayer started.
+    pub fn set_placement(&self, placement: Placement) -> Result<(), crate::Error> {
+        let mut opened = Vec::new();
+        let nodes = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut nodes = Vec::with_capacity(placement.topology().nodes.len());
+            for node in &placement.topology().nodes {
+                let slot = match slots.get(&node.url) {
+                    Some(slot) => slot.clone(),
+                    None => {
+                        let spool = Spool::open(
+                            &format!("influx:{}", node.url),
+                            &spool_path(&self.options.spool_dir, &node.url),
+                            self.options.spool_max_bytes,
+                        )?;
+                        let slot = NodeSlot {
+                            url: node.url.clone(),
+                            spool,
+                        };
+                        slots.insert(node.url.clone(), slot.clone());
+                        opened.push(slot.clone());
+                        slot
+                    }
+                };
+                nodes.push(slot);
+            }
+            nodes
+        };
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(View {
+            placement: Arc::new(placement),
+            nodes,
+        });
+        let context = self
+            .replaying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(context) = context {
+            for slot in opened {
+                self.spawn_replayer(&context, slot);
+            }
+        }
+        Ok(())
     }
 
     /// The HTTP client for the nodes.
@@ -153,33 +230,63 @@ impl ClusterSink {
         &self.known
     }
 
-    /// The spools, by node index.
-    pub fn spools(&self) -> &[Spool] {
-        &self.spools
+    /// Every spool opened so far (nodes of this and earlier versions).
+    pub fn spools(&self) -> Vec<Spool> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|s| s.spool.clone())
+            .collect()
     }
 
-    /// Starts one replayer per node; they stop when `shutdown` fires (what
-    /// is left stays on disk for the next start).
+    /// Starts one replayer per node, and later one per node that appears;
+    /// they stop when `shutdown` fires (what is left stays on disk for the
+    /// next start). A node that leaves the topology keeps its replayer
+    /// until its spool is delivered.
     pub fn start_replay(&self, shutdown: &Shutdown, health: &Health, max_backoff: Duration) {
-        for index in 0..self.spools.len() {
-            let sink = self.clone();
-            let (stop, health) = (shutdown.triggered(), health.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = sink.replay(index, health, max_backoff) => {}
-                    () = stop => {}
-                }
-            });
+        let context = ReplayContext {
+            shutdown: shutdown.clone(),
+            health: health.clone(),
+            max_backoff,
+        };
+        let slots: Vec<NodeSlot> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        *self.replaying.lock().unwrap_or_else(|e| e.into_inner()) = Some(context.clone());
+        for slot in slots {
+            self.spawn_replayer(&context, slot);
         }
     }
 
-    /// Stores the routed lines on their owners, or in the spools of the
-    /// owners that are down.
-    pub async fn write(&self, target: &WriteTarget, routed: &Routed) -> Result<(), SinkError> {
-        let topology = self.placement.topology();
+    fn spawn_replayer(&self, context: &ReplayContext, slot: NodeSlot) {
+        let sink = self.clone();
+        let (stop, health) = (context.shutdown.triggered(), context.health.clone());
+        let max_backoff = context.max_backoff;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = sink.replay(slot, health, max_backoff) => {}
+                () = stop => {}
+            }
+        });
+    }
+
+    /// Stores the routed lines on their owners under `view` (the one they
+    /// were routed with), or in the spools of the owners that are down.
+    pub async fn write(
+        &self,
+        view: &View,
+        target: &WriteTarget,
+        routed: &Routed,
+    ) -> Result<(), SinkError> {
+        let topology = view.placement.topology();
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
         for i in 0..routed.len() {
-            let owners = self
+            let owners = view
                 .placement
                 .ring()
                 .owners(routed.hash(i), topology.replication);
@@ -192,9 +299,9 @@ impl ClusterSink {
             if body.is_empty() {
                 continue;
             }
-            let (sink, target) = (self.clone(), target.clone());
+            let (sink, target, slot) = (self.clone(), target.clone(), view.nodes[index].clone());
             tasks.spawn(async move {
-                let stored = sink.store(index, &target, Bytes::from(body)).await;
+                let stored = sink.store(&slot, &target, Bytes::from(body)).await;
                 (index, stored)
             });
         }
@@ -214,17 +321,17 @@ impl ClusterSink {
         if let Some(e) = first_error {
             return Err(e);
         }
-        self.check_consistency(target.consistency, routed, &outcome)
+        Self::check_consistency(&view.placement, target.consistency, routed, &outcome)
     }
 
     /// Whether every line has as many replicas stored now as `level` asks.
     fn check_consistency(
-        &self,
+        placement: &Placement,
         level: Consistency,
         routed: &Routed,
         outcome: &[Option<Stored>],
     ) -> Result<(), SinkError> {
-        let rf = self.placement.topology().replication;
+        let rf = placement.topology().replication;
         let required = match level {
             Consistency::Any => return Ok(()),
             Consistency::One => 1,
@@ -236,7 +343,7 @@ impl ClusterSink {
         }
         let mut fewest = usize::MAX;
         for i in 0..routed.len() {
-            let owners = self.placement.ring().owners(routed.hash(i), rf);
+            let owners = placement.ring().owners(routed.hash(i), rf);
             let stored = owners
                 .as_slice()
                 .iter()
@@ -258,15 +365,14 @@ impl ClusterSink {
     /// down or still has a spool to replay.
     async fn store(
         &self,
-        index: usize,
+        slot: &NodeSlot,
         target: &WriteTarget,
         body: Bytes,
     ) -> Result<Stored, SinkError> {
-        let spool = &self.spools[index];
-        let url = &self.placement.topology().nodes[index].url;
+        let (spool, url) = (&slot.spool, &slot.url);
         if spool.is_empty() {
             match self
-                .deliver(index, &target.db, target.rp.as_deref(), body.clone())
+                .deliver(url, &target.db, target.rp.as_deref(), body.clone())
                 .await
             {
                 Ok(()) => return Ok(Stored::Delivered),
@@ -284,26 +390,26 @@ impl ClusterSink {
         Ok(Stored::Spooled)
     }
 
-    /// Sends `body` to node `index`, creating the database there first if
-    /// needed.
+    /// Sends `body` to the node at `url`, creating the database there
+    /// first if needed.
     async fn deliver(
         &self,
-        index: usize,
+        url: &str,
         db: &str,
         rp: Option<&str>,
         body: Bytes,
     ) -> Result<(), SinkError> {
         // Databases are made where they are written, so a node that is
         // down stops only the writes it owns.
-        self.ensure_database(index, db).await?;
-        let url = &self.placement.topology().nodes[index].url;
+        self.known
+            .ensure(&self.client, url, db, self.create_databases)
+            .await?;
         Ok(send(&self.client, url, db, rp, body, self.gzip).await?)
     }
 
-    /// Sends node `index`'s spool back to it, head first, until stopped.
-    async fn replay(&self, index: usize, health: Health, max_backoff: Duration) {
-        let spool = &self.spools[index];
-        let url = self.placement.topology().nodes[index].url.clone();
+    /// Sends a node's spool back to it, head first, until stopped.
+    async fn replay(&self, slot: NodeSlot, health: Health, max_backoff: Duration) {
+        let (spool, url) = (&slot.spool, slot.url.clone());
         let component = format!("node:{url}");
         spool.report_to(&health, &component, "unreachable or recovering");
         let mut backoff = Backoff::new(max_backoff);
@@ -320,7 +426,7 @@ impl ClusterSink {
                     return;
                 }
             };
-            match self.replay_batch(index, spool, &batch).await {
+            match self.replay_batch(&url, spool, &batch).await {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
                     let wait = backoff.next_wait();
@@ -336,7 +442,7 @@ impl ClusterSink {
     /// failure that a retry may cure.
     async fn replay_batch(
         &self,
-        index: usize,
+        url: &str,
         spool: &Spool,
         batch: &[Vec<u8>],
     ) -> Result<(), SinkError> {
@@ -365,7 +471,7 @@ impl ClusterSink {
             let db = String::from_utf8_lossy(db).into_owned();
             let rp = String::from_utf8_lossy(rp).into_owned();
             let rp = (!rp.is_empty()).then_some(rp.as_str());
-            match self.deliver(index, &db, rp, Bytes::from(body)).await {
+            match self.deliver(url, &db, rp, Bytes::from(body)).await {
                 Ok(()) => {
                     metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
                         .increment((end - i) as u64);
@@ -381,14 +487,6 @@ impl ClusterSink {
             i = end;
         }
         Ok(())
-    }
-
-    async fn ensure_database(&self, index: usize, db: &str) -> Result<(), SinkError> {
-        let url = &self.placement.topology().nodes[index].url;
-        Ok(self
-            .known
-            .ensure(&self.client, index, url, db, self.create_databases)
-            .await?)
     }
 }
 

@@ -307,13 +307,15 @@ async fn write(
             metrics::histogram!("trident_gateway_delivery_seconds", "sink" => sink)
                 .record(started.elapsed().as_secs_f64());
         };
-        let routed = Routed::new(state.cluster.placement(), &target.db, &lines);
+        // One topology version from routing to storing.
+        let view = state.cluster.view();
+        let routed = Routed::new(&view.placement, &target.db, &lines);
         // Best effort, never waited for.
         state.alerts.offer(&target, &lines, &routed);
         let started = std::time::Instant::now();
         let (cluster, raw) = tokio::join!(
             async {
-                let r = state.cluster.write(&target, &routed).await;
+                let r = state.cluster.write(&view, &target, &routed).await;
                 timed("influx", started);
                 r
             },

@@ -27,7 +27,7 @@ use trident_influxql::time::Epoch;
 use trident_influxql::{Statement, merge, parse, plan};
 
 use super::{AppState, auth_error, authenticated, error_body};
-use crate::fanout::influx::ClusterSink;
+use crate::fanout::influx::{ClusterSink, View};
 
 /// What the client asked for besides the statements.
 #[derive(Debug, Default)]
@@ -174,9 +174,9 @@ fn database_of(s: &Statement) -> Option<&str> {
 }
 
 /// Node indices, those with nothing queued for them first.
-fn preferred(cluster: &ClusterSink, among: &[usize]) -> Vec<usize> {
+fn preferred(view: &View, among: &[usize]) -> Vec<usize> {
     let mut nodes = among.to_vec();
-    nodes.sort_by_key(|&i| cluster.spools().get(i).is_some_and(|s| !s.is_empty()));
+    nodes.sort_by_key(|&i| view.nodes.get(i).is_some_and(|n| !n.spool.is_empty()));
     nodes
 }
 
@@ -193,7 +193,9 @@ async fn execute(
     params: &Params,
     epoch: Epoch,
 ) -> Map<String, Value> {
-    let placement = cluster.placement();
+    // One topology version for the whole statement.
+    let view = cluster.view();
+    let placement = &*view.placement;
     let nodes = &placement.topology().nodes;
     let all: Vec<usize> = (0..nodes.len()).collect();
     let plan = match plan(s, placement, params.db.as_deref()) {
@@ -204,12 +206,29 @@ async fn execute(
         Plan::Forward {
             nodes: owners,
             statement,
-        } => first_answer(cluster, &preferred(cluster, &owners), &statement, params).await,
+        } => {
+            first_answer(
+                cluster,
+                &view,
+                &preferred(&view, &owners),
+                &statement,
+                params,
+            )
+            .await
+        }
         Plan::AnyNode { statement } => {
-            first_answer(cluster, &preferred(cluster, &all), &statement, params).await
+            first_answer(cluster, &view, &preferred(&view, &all), &statement, params).await
         }
         Plan::Everywhere { statement } => {
-            let answers = on_all(cluster, &all, &statement, params, params.epoch.as_deref()).await;
+            let answers = on_all(
+                cluster,
+                &view,
+                &all,
+                &statement,
+                params,
+                params.epoch.as_deref(),
+            )
+            .await;
             cluster.databases().forget();
             let missed: Vec<String> = answers
                 .iter()
@@ -238,8 +257,8 @@ async fn execute(
             statement,
             merge: how,
         } => {
-            let order = preferred(cluster, &all);
-            let answers = on_all(cluster, &order, &statement, params, Some("ns")).await;
+            let order = preferred(&view, &all);
+            let answers = on_all(cluster, &view, &order, &statement, params, Some("ns")).await;
             let mut ok = Vec::new();
             let mut failed = Vec::new();
             for (i, a) in answers {
@@ -290,12 +309,13 @@ async fn execute(
 /// Runs `statement` on every node of `order` at once; answers in `order`.
 async fn on_all(
     cluster: &ClusterSink,
+    view: &View,
     order: &[usize],
     statement: &str,
     params: &Params,
     epoch: Option<&str>,
 ) -> Vec<(usize, Result<Value, trident_influx_client::Error>)> {
-    let nodes = &cluster.placement().topology().nodes;
+    let nodes = &view.placement.topology().nodes;
     let calls = order.iter().map(|&i| {
         let node_params = params.for_node(statement, epoch);
         async move {
@@ -336,11 +356,12 @@ where
 /// The answer of the first node of `order` that answers.
 async fn first_answer(
     cluster: &ClusterSink,
+    view: &View,
     order: &[usize],
     statement: &str,
     params: &Params,
 ) -> Map<String, Value> {
-    let nodes = &cluster.placement().topology().nodes;
+    let nodes = &view.placement.topology().nodes;
     let mut missed = Vec::new();
     for &i in order {
         let node_params = params.for_node(statement, params.epoch.as_deref());

@@ -1,0 +1,240 @@
+//! Where the cluster topology comes from, and how a running service follows
+//! it without a restart:
+//!
+//! ```text
+//! [influx] urls, replication, rules      ─► fixed for the process
+//! influx.topology_file = "topology.json" ─┐ polled every influx.topology_poll;
+//! influx.topology_key = "/trident/…"     ─┘ a higher `version` replaces the one in use
+//!   (with [etcd] endpoints: etcd's v3 JSON gateway, keys and values in base64)
+//! ```
+//!
+//! Versions only go up: a topology whose version is not higher than the one
+//! in use is ignored, so every instance that sees the same source ends on
+//! the same version whatever order it read them in.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use trident_cluster::Topology;
+
+use crate::config::Config;
+use crate::{Error, Result};
+
+/// Where a topology is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The `[influx]` section, fixed.
+    Config(Topology),
+    /// A JSON or TOML file.
+    File(PathBuf),
+    /// A key in etcd.
+    Etcd {
+        /// `http://host:2379` …
+        endpoints: Vec<String>,
+        /// The key.
+        key: String,
+    },
+}
+
+fn topology_error(message: String) -> Error {
+    Error::Topology(message)
+}
+
+impl Source {
+    /// The source `config` names.
+    pub fn of(config: &Config) -> Self {
+        if let Some(path) = &config.influx.topology_file {
+            return Source::File(path.clone());
+        }
+        if let Some(key) = &config.influx.topology_key {
+            return Source::Etcd {
+                endpoints: config.etcd.endpoints.clone(),
+                key: key.clone(),
+            };
+        }
+        Source::Config(config.influx.topology())
+    }
+
+    /// Whether the topology can change while the process runs.
+    pub fn is_live(&self) -> bool {
+        !matches!(self, Source::Config(_))
+    }
+
+    /// Where it is, for logs and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Config(_) => "the [influx] configuration".to_owned(),
+            Source::File(path) => format!("file {}", path.display()),
+            Source::Etcd { endpoints, key } => format!("etcd key {key} at {}", endpoints.join(",")),
+        }
+    }
+
+    /// Reads the topology now.
+    pub async fn load(&self, client: &reqwest::Client) -> Result<Topology> {
+        match self {
+            Source::Config(t) => Ok(t.clone()),
+            Source::File(path) => {
+                // A small file, read on the blocking pool.
+                let owned = path.clone();
+                let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(owned))
+                    .await
+                    .map_err(|e| topology_error(e.to_string()))?;
+                let text = read.map_err(|e| {
+                    topology_error(format!(
+                        "cannot read the topology file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                parse(&text, path.extension().is_some_and(|e| e == "json"))
+                    .map_err(|e| topology_error(format!("{}: {e}", path.display())))
+            }
+            Source::Etcd { endpoints, key } => {
+                let Some((text, _)) = etcd_get(client, endpoints, key).await? else {
+                    return Err(topology_error(format!(
+                        "etcd has no key {key}: publish a topology with `trident-ctl publish`"
+                    )));
+                };
+                parse(&text, true).map_err(|e| topology_error(format!("etcd key {key}: {e}")))
+            }
+        }
+    }
+}
+
+/// A topology from JSON (`json`) or TOML text.
+pub fn parse(text: &str, json: bool) -> std::result::Result<Topology, String> {
+    if json {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// POSTs `body` to `path` on the first endpoint that answers.
+async fn etcd_call(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    path: &str,
+    body: &Value,
+) -> Result<Value> {
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        let url = format!("{}/{path}", endpoint.trim_end_matches('/'));
+        match client.post(&url).json(body).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                return resp.json().await.map_err(|e| {
+                    topology_error(format!(
+                        "etcd at {endpoint} answered something else than JSON: {e}"
+                    ))
+                });
+            }
+            Ok(resp) => failures.push(format!("{endpoint}: {}", resp.status())),
+            Err(e) => failures.push(format!("{endpoint}: {e}")),
+        }
+    }
+    Err(topology_error(format!(
+        "no etcd endpoint answered ({}); set [etcd] endpoints",
+        if failures.is_empty() {
+            "none configured".to_owned()
+        } else {
+            failures.join("; ")
+        }
+    )))
+}
+
+/// The value of `key` and its modification revision, if it exists.
+pub async fn etcd_get(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    key: &str,
+) -> Result<Option<(String, i64)>> {
+    let v = etcd_call(
+        client,
+        endpoints,
+        "v3/kv/range",
+        &json!({ "key": b64(key) }),
+    )
+    .await?;
+    let Some(kv) = v["kvs"].get(0) else {
+        return Ok(None);
+    };
+    let value = kv["value"].as_str().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| topology_error(format!("etcd key {key} is not base64: {e}")))?;
+    let revision = kv["mod_revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    Ok(Some((
+        String::from_utf8_lossy(&bytes).into_owned(),
+        revision,
+    )))
+}
+
+/// Sets `key` to `value` if it was last modified at `revision` (`None`: if
+/// it does not exist): whether it was set.
+pub async fn etcd_put_if(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    key: &str,
+    value: &str,
+    revision: Option<i64>,
+) -> Result<bool> {
+    let compare = match revision {
+        Some(r) => {
+            json!({ "key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": r.to_string() })
+        }
+        None => {
+            json!({ "key": b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0" })
+        }
+    };
+    let body = json!({
+        "compare": [compare],
+        "success": [{ "request_put": { "key": b64(key), "value": b64(value) } }],
+    });
+    let v = etcd_call(client, endpoints, "v3/kv/txn", &body).await?;
+    Ok(v["succeeded"].as_bool().unwrap_or(false))
+}
+
+/// Polls `source` every `every` and calls `apply` with each topology whose
+/// version is higher than `version` (the one in use); runs until dropped.
+pub async fn follow(
+    source: Source,
+    client: reqwest::Client,
+    every: Duration,
+    mut version: u64,
+    mut apply: impl FnMut(Topology) -> std::result::Result<(), String>,
+) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(every).await;
+        match source.load(&client).await {
+            Ok(t) if t.version > version => {
+                let v = t.version;
+                match apply(t) {
+                    Ok(()) => {
+                        tracing::info!(version = v, source = %source.describe(), "topology version in use");
+                        version = v;
+                    }
+                    Err(e) => {
+                        tracing::error!(version = v, error = %e, "topology version refused; keeping the one in use")
+                    }
+                }
+                failing = false;
+            }
+            Ok(_) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read the topology; keeping the one in use");
+                }
+                failing = true;
+            }
+        }
+    }
+}

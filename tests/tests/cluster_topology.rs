@@ -1,0 +1,282 @@
+//! The topology in etcd: `trident-ctl publish` sets it, gateways follow it
+//! without a restart, and two gateways end on the same version and place
+//! every point alike. Then a node is added while a client keeps writing:
+//! every acknowledged point ends on exactly the owners the new topology
+//! gives it, nothing lost, nothing left behind on a node that lost it.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use trident_cluster::{Node, Placement, Topology};
+use trident_e2e::{
+    PrivateStack, StackEnv, WriteLoad, binary, get_text, http, influx_query, load_line, unique_name,
+};
+
+fn topology(version: u64, urls: &[String], replication: usize) -> Topology {
+    Topology {
+        version,
+        nodes: urls
+            .iter()
+            .map(|u| Node {
+                id: u.clone(),
+                url: u.clone(),
+            })
+            .collect(),
+        replication,
+        default_strategy: "series".into(),
+        rules: trident_e2e::one_rule_per_strategy(),
+    }
+}
+
+/// Runs trident-ctl with the stack's environment plus the topology key.
+fn ctl(vars: &BTreeMap<String, String>, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary("trident-ctl"))
+        .envs(vars)
+        .args(args)
+        .output()
+        .expect("run trident-ctl (cargo build --bins)");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!(
+        "trident-ctl {args:?}: {stderr}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.success(), stderr)
+}
+
+fn publish(vars: &BTreeMap<String, String>, dir: &std::path::Path, t: &Topology) -> (bool, String) {
+    let file = dir.join(format!("v{}.json", t.version));
+    std::fs::write(&file, serde_json::to_string(t).expect("json")).expect("topology file");
+    ctl(
+        vars,
+        &["publish", "--file", file.to_str().unwrap_or_default()],
+    )
+}
+
+/// The topology version a gateway's /health reports.
+async fn version_of(gateway: &str) -> String {
+    let health: Value =
+        serde_json::from_str(&get_text(&format!("{gateway}/health")).await).unwrap_or_default();
+    health["components"]["topology"]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn wait_for_version(gateway: &str, version: u64) {
+    let want = format!("version {version} ");
+    for _ in 0..100 {
+        if version_of(gateway).await.starts_with(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{gateway} did not switch to version {version}: {}",
+        version_of(gateway).await
+    );
+}
+
+/// Per node: series key → points of measurement `m` in `db`.
+async fn counts(urls: &[String], db: &str, m: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for url in urls {
+        let v = influx_query(
+            url,
+            &format!("SELECT count(seq) FROM {m} GROUP BY *"),
+            Some(db),
+        )
+        .await
+        .expect("count");
+        let mut per = BTreeMap::new();
+        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let k = s["tags"]["k"].as_str().unwrap_or_default().to_owned();
+            per.insert(
+                format!("{m},k={k}"),
+                s["values"][0][1].as_u64().unwrap_or(0),
+            );
+        }
+        out.insert(url.clone(), per);
+    }
+    out
+}
+
+/// What each node must hold of `seqs` (lines of `m`) under `placement`.
+fn expected(
+    placement: &Placement,
+    db: &str,
+    m: &str,
+    seqs: impl Iterator<Item = u64>,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = placement
+        .topology()
+        .nodes
+        .iter()
+        .map(|n| (n.url.clone(), BTreeMap::new()))
+        .collect();
+    let mut scratch = Vec::new();
+    for seq in seqs {
+        let text = load_line(m, seq);
+        let line = trident_line_protocol::parse_lines(text.as_bytes())
+            .next()
+            .expect("a line")
+            .expect("valid");
+        let hash = line.shard_hash(placement.strategy_for(db, m), &mut scratch);
+        for node in placement.owners(hash) {
+            *out.entry(node.url.clone())
+                .or_default()
+                .entry(line.series_key())
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+async fn write(gateway: &str, db: &str, lines: &[String]) {
+    let resp = http()
+        .post(format!("{gateway}/write"))
+        .query(&[("db", db)])
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(resp.status().as_u16(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_follow_the_topology_in_etcd() {
+    let env = StackEnv::load().expect("the stack is up (scripts/stack up --with etcd)");
+    assert!(
+        env.vars.contains_key("TRIDENT_ETCD_ENDPOINTS"),
+        "etcd in the stack: scripts/stack up --with etcd"
+    );
+    let key = format!("/trident/test/{}", unique_name("topology"));
+    let mut vars = env.vars.clone();
+    vars.insert("TRIDENT_INFLUX_TOPOLOGY_KEY".into(), key.clone());
+    let dir = std::env::temp_dir().join(unique_name("topo"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let urls = env.influx_urls.clone();
+    let v1 = topology(1, &urls, 1);
+    assert!(publish(&vars, &dir, &v1).0);
+
+    let config = || {
+        env.config(&[
+            ("TRIDENT_INFLUX_TOPOLOGY_KEY", key.as_str()),
+            ("TRIDENT_INFLUX_TOPOLOGY_POLL", "200ms"),
+        ])
+    };
+    let (a, stop_a) = trident_e2e::spawn_gateway(config()).await;
+    let (b, stop_b) = trident_e2e::spawn_gateway(config()).await;
+    wait_for_version(&a, 1).await;
+    wait_for_version(&b, 1).await;
+    let db = unique_name("topodb");
+    let m = "topo";
+    let lines = |seqs: std::ops::Range<u64>| seqs.map(|s| load_line(m, s)).collect::<Vec<_>>();
+    write(&a, &db, &lines(0..100)).await;
+    write(&b, &db, &lines(100..200)).await;
+    let p1 = v1.clone().validate().expect("valid");
+    assert_eq!(
+        counts(&urls, &db, m).await,
+        expected(&p1, &db, m, 0..200),
+        "version 1: one copy, by the ring"
+    );
+
+    // Version 2: two replicas. Both gateways switch, without a restart.
+    let v2 = topology(2, &urls, 2);
+    assert!(publish(&vars, &dir, &v2).0);
+    wait_for_version(&a, 2).await;
+    wait_for_version(&b, 2).await;
+    write(&a, &db, &lines(200..300)).await;
+    write(&b, &db, &lines(300..400)).await;
+    let p2 = v2.clone().validate().expect("valid");
+    let mut want = expected(&p1, &db, m, 0..200);
+    for (node, series) in expected(&p2, &db, m, 200..400) {
+        for (k, n) in series {
+            *want.entry(node.clone()).or_default().entry(k).or_default() += n;
+        }
+    }
+    assert_eq!(
+        counts(&urls, &db, m).await,
+        want,
+        "version 2: both gateways place alike"
+    );
+
+    // Versions only go up.
+    let (ok, why) = publish(&vars, &dir, &v2);
+    assert!(!ok && why.contains("not higher"), "{why}");
+    stop_a.trigger();
+    stop_b.trigger();
+    for url in &urls {
+        influx_query(url, &format!("DROP DATABASE \"{db}\""), None)
+            .await
+            .expect("cleanup");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_under_write_load_loses_nothing() {
+    let stack = PrivateStack::up(&["etcd"]).expect("a private stack with etcd");
+    stack.start("influx4").expect("the spare node");
+    let env = &stack.env;
+    let key = "/trident/topology".to_owned();
+    let mut vars = env.vars.clone();
+    vars.insert("TRIDENT_INFLUX_TOPOLOGY_KEY".into(), key.clone());
+    let dir = std::env::temp_dir().join(unique_name("grow"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let three = env.influx_urls.clone();
+    let mut four = three.clone();
+    four.push(stack.influx_url(4));
+    assert!(publish(&vars, &dir, &topology(1, &three, 2)).0);
+
+    // A slow poll: for a second after the publish the gateway still
+    // writes by version 1, which the grace period must cover.
+    let config = env.config(&[
+        ("TRIDENT_INFLUX_TOPOLOGY_KEY", key.as_str()),
+        ("TRIDENT_INFLUX_TOPOLOGY_POLL", "1s"),
+    ]);
+    let (gateway, stop) = trident_e2e::spawn_gateway(config).await;
+    wait_for_version(&gateway, 1).await;
+    let db = unique_name("grow");
+    let m = "grow";
+    let load = WriteLoad::start(
+        format!("{gateway}/write?db={db}"),
+        m,
+        40,
+        Duration::from_millis(20),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, _) = ctl(
+        &vars,
+        &[
+            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "3s",
+        ],
+    );
+    assert!(ok, "add-node");
+    wait_for_version(&gateway, 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = load.stop().await;
+    assert!(
+        log.acked.len() > 1000,
+        "the load kept writing: {} acknowledged",
+        log.acked.len()
+    );
+    assert!(log.first_refusal.is_none(), "{:?}", log.first_refusal);
+
+    let after: Topology = {
+        let client = reqwest::Client::new();
+        let source = trident_service::topology::Source::Etcd {
+            endpoints: vec![env.vars["TRIDENT_ETCD_ENDPOINTS"].clone()],
+            key: key.clone(),
+        };
+        source.load(&client).await.expect("topology from etcd")
+    };
+    assert_eq!((after.version, after.nodes.len()), (2, 4));
+    let placement = after.validate().expect("valid");
+    assert_eq!(
+        counts(&four, &db, m).await,
+        expected(&placement, &db, m, log.acked.iter().copied()),
+        "every acknowledged point on exactly its owners under version 2"
+    );
+    stop.trigger();
+}
