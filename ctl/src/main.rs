@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trident_cluster::{Node, Topology};
 use trident_ctl::{Ctl, Progress, Report, load_topology};
-use trident_service::topology::{Source, etcd_get, etcd_put_if, parse};
+use trident_service::topology::{Source, etcd_get, etcd_put_if, followers, parse};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,10 +35,12 @@ struct Cli {
     /// No progress lines on stderr.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
-    /// add-node/remove-node: how long services take to follow a published
-    /// topology (a few times influx.topology_poll) before data is copied
-    /// again and dropped from the old owners.
-    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// add-node/remove-node: with etcd, the longest wait for every live
+    /// service (one that reported in the last 10 s) to follow a published
+    /// version; with a file, the time they are given (a few times
+    /// influx.topology_poll). Data is copied again and dropped from the
+    /// old owners only after it.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
     grace: Duration,
     #[command(subcommand)]
     command: Command,
@@ -47,7 +49,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the topology and whether each node answers.
-    Show,
+    Show {
+        /// Print the topology itself as JSON (a file for --topology).
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the topology of FILE the one in use (in the topology file or
     /// etcd key of the configuration); its version must be higher.
     Publish {
@@ -219,7 +225,10 @@ async fn main() -> anyhow::Result<()> {
             topology.clone().validate()?;
             publish(&cli, &topology).await?;
         }
-        Command::Show => {
+        Command::Show { json: true } => {
+            println!("{}", serde_json::to_string_pretty(&current(&cli).await?)?);
+        }
+        Command::Show { json: false } => {
             let topology = current(&cli).await?;
             let placement = topology.clone().validate()?;
             println!(
@@ -324,6 +333,45 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the services follow `version`: with etcd, until every
+/// instance that reported in the last 10 s says it uses it (then a second
+/// more, for writes routed just before the switch), at most `--grace`;
+/// with a file, `--grace`.
+async fn wait_followed(cli: &Cli, version: u64) -> anyhow::Result<()> {
+    let source = source(cli)?;
+    let Source::Etcd { endpoints, key } = &source else {
+        eprintln!(
+            "waiting {:?} for services to follow version {version}",
+            cli.grace
+        );
+        tokio::time::sleep(cli.grace).await;
+        return Ok(());
+    };
+    let client = reqwest::Client::builder().timeout(cli.timeout).build()?;
+    let deadline = Instant::now() + cli.grace;
+    loop {
+        let live = followers(&client, endpoints, key, Duration::from_secs(10)).await?;
+        let behind: Vec<String> = live
+            .iter()
+            .filter(|(_, f)| f.version < version)
+            .map(|(name, f)| format!("{name} (version {})", f.version))
+            .collect();
+        if behind.is_empty() {
+            eprintln!("{} instance(s) follow version {version}", live.len());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "after {:?}, {} still use an older topology; nothing was dropped: run the command again once they follow version {version}, or stop them",
+                cli.grace,
+                behind.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Copy to the new owners, publish the new version, wait for the services
 /// to follow it, then copy what reached the old owners meanwhile and drop
 /// from them (the last pass copies, verifies and only then drops).
@@ -334,14 +382,20 @@ async fn move_to(
     new: Topology,
     started: Instant,
 ) -> anyhow::Result<()> {
+    let kept = std::env::temp_dir().join(format!("trident-topology-v{}.json", old.version));
+    write_topology(&kept, &old)?;
     let (old_p, new_p) = (old.validate()?, new.clone().validate()?);
     let copied = ctl.rebalance(&old_p, &new_p, false).await?;
     publish(cli, &new).await?;
-    eprintln!(
-        "waiting {:?} for services to follow version {}",
-        cli.grace, new.version
-    );
-    tokio::time::sleep(cli.grace).await;
+    if let Err(e) = wait_followed(cli, new.version).await {
+        anyhow::bail!(
+            "{e}\nVersion {} is published and every series was copied to its new owners; to finish, once every service follows it: trident-ctl show --json > v{}.json && trident-ctl rebalance --from {} --to v{}.json",
+            new.version,
+            new.version,
+            kept.display(),
+            new.version
+        );
+    }
     let last = ctl.rebalance(&old_p, &new_p, true).await?;
     let total = Report {
         dropped: last.dropped,

@@ -123,11 +123,13 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         let described = source.describe();
         let every = config.influx.topology_poll;
         tokio::spawn(async move {
+            let instance = trident_service::topology::instance_name("downsampler");
             let follow = trident_service::topology::follow(
                 source,
                 topology_client,
                 every,
                 version,
+                instance,
                 move |t| {
                     let v = t.version;
                     w.set_placement(t.validate().map_err(|e| e.to_string())?);

@@ -80,19 +80,21 @@ fn follow_topology(
     let (cluster, health, stop) = (cluster.clone(), health.clone(), shutdown.triggered());
     let described = source.describe();
     tokio::spawn(async move {
-        let follow = trident_service::topology::follow(source, client, every, version, move |t| {
-            let v = t.version;
-            let placement = t.validate().map_err(|e| e.to_string())?;
-            cluster
-                .set_placement(placement)
-                .map_err(|e| e.to_string())?;
-            health.set(
-                "topology",
-                Status::Up,
-                format!("version {v} from {described}"),
-            );
-            Ok(())
-        });
+        let instance = trident_service::topology::instance_name("gateway");
+        let follow =
+            trident_service::topology::follow(source, client, every, version, instance, move |t| {
+                let v = t.version;
+                let placement = t.validate().map_err(|e| e.to_string())?;
+                cluster
+                    .set_placement(placement)
+                    .map_err(|e| e.to_string())?;
+                health.set(
+                    "topology",
+                    Status::Up,
+                    format!("version {v} from {described}"),
+                );
+                Ok(())
+            });
         tokio::select! {
             () = follow => {}
             () = stop => {}

@@ -202,17 +202,140 @@ pub async fn etcd_put_if(
     Ok(v["succeeded"].as_bool().unwrap_or(false))
 }
 
+/// Where an instance following an etcd topology key reports the version
+/// it uses: `<key>/instances/<instance>`, so that `trident-ctl` can wait
+/// until every live instance follows a new version.
+pub fn instance_key(key: &str, instance: &str) -> String {
+    format!("{key}/instances/{instance}")
+}
+
+/// A name for this process among the instances that follow a key:
+/// `service-pid-random`, unique across machines.
+pub fn instance_name(service: &str) -> String {
+    format!("{service}-{}-{:08x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    // Seconds and nanoseconds of now mixed with the pid: enough to keep two
+    // processes apart, not a secret.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.subsec_nanos() ^ (now.as_secs() as u32).rotate_left(13) ^ std::process::id().rotate_left(7)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Sets `key` to `value`.
+pub async fn etcd_put(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    etcd_call(
+        client,
+        endpoints,
+        "v3/kv/put",
+        &json!({ "key": b64(key), "value": b64(value) }),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Every value under `prefix`: (key, value).
+pub async fn etcd_list(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    prefix: &str,
+) -> Result<Vec<(String, String)>> {
+    // The range [prefix, prefix with its last byte + 1).
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    let engine = base64::engine::general_purpose::STANDARD;
+    let v = etcd_call(
+        client,
+        endpoints,
+        "v3/kv/range",
+        &json!({ "key": b64(prefix), "range_end": engine.encode(&end) }),
+    )
+    .await?;
+    let decode = |s: &Value| {
+        engine
+            .decode(s.as_str().unwrap_or_default())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Ok(v["kvs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|kv| (decode(&kv["key"]), decode(&kv["value"])))
+        .collect())
+}
+
+/// What an instance reports: the version it uses, and when it said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Following {
+    /// The version in use.
+    pub version: u64,
+    /// When reported, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// The instances following etcd key `key` that reported within `fresh`,
+/// by name.
+pub async fn followers(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    key: &str,
+    fresh: Duration,
+) -> Result<Vec<(String, Following)>> {
+    let prefix = instance_key(key, "");
+    let oldest = now_ms() - i64::try_from(fresh.as_millis()).unwrap_or(i64::MAX);
+    Ok(etcd_list(client, endpoints, &prefix)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let v: Value = serde_json::from_str(&v).ok()?;
+            let f = Following {
+                version: v["version"].as_u64()?,
+                at_ms: v["at_ms"].as_i64()?,
+            };
+            (f.at_ms >= oldest).then(|| (k.trim_start_matches(&prefix).to_owned(), f))
+        })
+        .collect())
+}
+
 /// Polls `source` every `every` and calls `apply` with each topology whose
 /// version is higher than `version` (the one in use); runs until dropped.
+/// Following an etcd key, it also reports the version in use under
+/// [`instance_key`] as `instance` on every poll.
 pub async fn follow(
     source: Source,
     client: reqwest::Client,
     every: Duration,
     mut version: u64,
+    instance: String,
     mut apply: impl FnMut(Topology) -> std::result::Result<(), String>,
 ) {
     let mut failing = false;
     loop {
+        if let Source::Etcd { endpoints, key } = &source {
+            let status = json!({ "version": version, "at_ms": now_ms() }).to_string();
+            if let Err(e) =
+                etcd_put(&client, endpoints, &instance_key(key, &instance), &status).await
+            {
+                tracing::debug!(error = %e, "cannot report the topology version in use");
+            }
+        }
         tokio::time::sleep(every).await;
         match source.load(&client).await {
             Ok(t) if t.version > version => {

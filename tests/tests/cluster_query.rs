@@ -111,7 +111,7 @@ const CASES: &[&str] = &[
     "SELECT * FROM cpu WHERE host = 'h1' ORDER BY time DESC LIMIT 3",
     "SELECT usage_user FROM cpu WHERE time >= {T0} AND time < {T1} GROUP BY /reg/ LIMIT 2",
     // One owner: forwarded as sent, so anything goes.
-    "SELECT percentile(latency_ms, 95), median(bytes) FROM http_requests WHERE app = 'shop' AND time >= {T0} GROUP BY time(5m), endpoint",
+    "SELECT percentile(latency_ms, 95), median(bytes) FROM http_requests WHERE app = 'shop' AND time >= {T0} AND time < {T1} GROUP BY time(5m), endpoint",
     "SELECT percentile(used, 99), stddev(free) FROM mem GROUP BY host",
     "SELECT derivative(mean(used), 1m) FROM mem WHERE time >= {T0} AND time < {T1} GROUP BY time(1m)",
     // SHOW.

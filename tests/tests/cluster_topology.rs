@@ -229,8 +229,8 @@ async fn a_node_added_under_write_load_loses_nothing() {
     four.push(stack.influx_url(4));
     assert!(publish(&vars, &dir, &topology(1, &three, 2)).0);
 
-    // A slow poll: for a second after the publish the gateway still
-    // writes by version 1, which the grace period must cover.
+    // A slow poll: for up to a second after the publish the gateway still
+    // writes by version 1; trident-ctl waits until it reports version 2.
     let config = env.config(&[
         ("TRIDENT_INFLUX_TOPOLOGY_KEY", key.as_str()),
         ("TRIDENT_INFLUX_TOPOLOGY_POLL", "1s"),
@@ -246,13 +246,14 @@ async fn a_node_added_under_write_load_loses_nothing() {
         Duration::from_millis(20),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (ok, _) = ctl(
+    let (ok, said) = ctl(
         &vars,
         &[
-            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "3s",
+            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "20s",
         ],
     );
     assert!(ok, "add-node");
+    assert!(said.contains("1 instance(s) follow version 2"), "{said}");
     wait_for_version(&gateway, 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = load.stop().await;
@@ -278,5 +279,35 @@ async fn a_node_added_under_write_load_loses_nothing() {
         expected(&placement, &db, m, log.acked.iter().copied()),
         "every acknowledged point on exactly its owners under version 2"
     );
+
+    // An instance that has not followed: nothing is dropped, and the
+    // operator is told which one.
+    let client = reqwest::Client::new();
+    let endpoints = vec![env.vars["TRIDENT_ETCD_ENDPOINTS"].clone()];
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    trident_service::topology::etcd_put(
+        &client,
+        &endpoints,
+        &trident_service::topology::instance_key(&key, "stuck-gateway"),
+        &format!("{{\"version\": 2, \"at_ms\": {now_ms}}}"),
+    )
+    .await
+    .expect("a stuck instance");
+    let before = counts(&four, &db, m).await;
+    let (ok, said) = ctl(&vars, &["remove-node", "--id", &four[3], "--grace", "2s"]);
+    assert!(!ok && said.contains("stuck-gateway (version 2)"), "{said}");
+    // Copies to the new owners were made, nothing was dropped.
+    let after = counts(&four, &db, m).await;
+    for (node, series) in &before {
+        for (k, n) in series {
+            assert!(
+                after[node].get(k).is_some_and(|a| a >= n),
+                "{node} lost points of {k}"
+            );
+        }
+    }
     stop.trigger();
 }
