@@ -102,51 +102,19 @@ struct Pending {
 /// on `admin`.
 pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let d = &config.downsampler;
-    let source = trident_service::topology::Source::of(&config);
-    let topology_client = reqwest::Client::builder()
-        .timeout(config.influx.timeout)
-        .build()
-        .map_err(|e| trident_influx_client::Error::Client(e.to_string()))?;
-    let topology = source.load(&topology_client).await?;
-    let version = topology.version;
-    let placement = topology.validate()?;
-    let writer = ClusterWriter::new(placement, config.influx.timeout, config.influx.gzip)?;
     let health = Health::new("trident-downsampler", env!("CARGO_PKG_VERSION"));
-    health.set(
-        "topology",
-        Status::Up,
-        format!("version {version} from {}", source.describe()),
-    );
-    if source.is_live() {
-        // Rollups go where the topology in use places them.
-        let (w, h, stop) = (writer.clone(), health.clone(), shutdown.triggered());
-        let described = source.describe();
-        let every = config.influx.topology_poll;
-        tokio::spawn(async move {
-            let instance = trident_service::topology::instance_name("downsampler");
-            let follow = trident_service::topology::follow(
-                source,
-                topology_client,
-                every,
-                version,
-                instance,
-                move |t| {
-                    let v = t.version;
-                    w.set_placement(t.validate().map_err(|e| e.to_string())?);
-                    h.set(
-                        "topology",
-                        Status::Up,
-                        format!("version {v} from {described}"),
-                    );
-                    Ok(())
-                },
-            );
-            tokio::select! {
-                () = follow => {}
-                () = stop => {}
-            }
-        });
-    }
+    let (topology, tracker) = trident_service::topology::tracked(&config, &health).await?;
+    let writer = ClusterWriter::new(
+        topology.validate()?,
+        config.influx.timeout,
+        config.influx.gzip,
+    )?;
+    // Rollups go where the topology in use places them.
+    let following = writer.clone();
+    tracker.follow("downsampler", &shutdown, move |placement| {
+        following.set_placement(placement);
+        Ok(())
+    });
     let metrics = trident_service::telemetry::metrics()?;
     let app = trident_service::admin::router(health.clone(), metrics);
     let stop_admin = shutdown.triggered();

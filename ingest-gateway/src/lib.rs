@@ -66,51 +66,11 @@ pub enum Error {
     Service(#[from] trident_service::Error),
 }
 
-/// Follows a live topology source: each higher version replaces the
-/// cluster sink's placement (new writes and queries use it at once).
-fn follow_topology(
-    source: trident_service::topology::Source,
-    client: reqwest::Client,
-    every: std::time::Duration,
-    version: u64,
-    cluster: &fanout::influx::ClusterSink,
-    health: &Health,
-    shutdown: &Shutdown,
-) {
-    let (cluster, health, stop) = (cluster.clone(), health.clone(), shutdown.triggered());
-    let described = source.describe();
-    tokio::spawn(async move {
-        let instance = trident_service::topology::instance_name("gateway");
-        let follow =
-            trident_service::topology::follow(source, client, every, version, instance, move |t| {
-                let v = t.version;
-                let placement = t.validate().map_err(|e| e.to_string())?;
-                cluster
-                    .set_placement(placement)
-                    .map_err(|e| e.to_string())?;
-                health.set(
-                    "topology",
-                    Status::Up,
-                    format!("version {v} from {described}"),
-                );
-                Ok(())
-            });
-        tokio::select! {
-            () = follow => {}
-            () = stop => {}
-        }
-    });
-}
-
 /// Serves the gateway on `listener` until `shutdown` fires, then finishes
 /// the requests in flight.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
-    let source = trident_service::topology::Source::of(&config);
-    let topology_client = reqwest::Client::builder()
-        .timeout(config.influx.timeout)
-        .build()?;
-    let topology = source.load(&topology_client).await?;
-    let version = topology.version;
+    let health = Health::new("trident-gateway", env!("CARGO_PKG_VERSION"));
+    let (topology, tracker) = trident_service::topology::tracked(&config, &health).await?;
     let placement = topology.validate()?;
     let gw = &config.gateway;
     let cluster = fanout::influx::ClusterSink::new(
@@ -123,24 +83,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             spool_max_bytes: gw.spool_max_bytes,
         },
     )?;
-    let health = Health::new("trident-gateway", env!("CARGO_PKG_VERSION"));
     health.set("sink:influx", Status::Up, "");
-    health.set(
-        "topology",
-        Status::Up,
-        format!("version {version} from {}", source.describe()),
-    );
-    if source.is_live() {
-        follow_topology(
-            source,
-            topology_client,
-            config.influx.topology_poll,
-            version,
-            &cluster,
-            &health,
-            &shutdown,
-        );
-    }
+    let following = cluster.clone();
+    tracker.follow("gateway", &shutdown, move |placement| {
+        following
+            .set_placement(placement)
+            .map_err(|e| e.to_string())
+    });
     let raw_spool = spool::Spool::open(
         "kafka:raw",
         &gw.spool_dir.join("kafka-raw.spool"),

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use trident_cluster::Topology;
 
 use crate::config::Config;
+use crate::health::{Health, Status};
+use crate::shutdown::Shutdown;
 use crate::{Error, Result};
 
 /// Where a topology is read.
@@ -359,5 +361,86 @@ pub async fn follow(
                 failing = true;
             }
         }
+    }
+}
+
+/// A service's hold on its topology source: what [`tracked`] loaded, ready
+/// to follow it.
+#[derive(Debug)]
+pub struct Tracker {
+    source: Source,
+    client: reqwest::Client,
+    every: Duration,
+    version: u64,
+    health: Health,
+}
+
+/// Loads the topology `config` names, and reports it on `health` as the
+/// `topology` component.
+pub async fn tracked(config: &Config, health: &Health) -> Result<(Topology, Tracker)> {
+    let source = Source::of(config);
+    let client = reqwest::Client::builder()
+        .timeout(config.influx.timeout)
+        .build()
+        .map_err(|e| topology_error(format!("cannot build the HTTP client: {e}")))?;
+    let topology = source.load(&client).await?;
+    health.set(
+        "topology",
+        Status::Up,
+        format!("version {} from {}", topology.version, source.describe()),
+    );
+    let tracker = Tracker {
+        every: config.influx.topology_poll,
+        version: topology.version,
+        source,
+        client,
+        health: health.clone(),
+    };
+    Ok((topology, tracker))
+}
+
+impl Tracker {
+    /// For a file or etcd source, follows it until `shutdown`: `apply`
+    /// gets every higher version's placement, and `/health` shows the
+    /// version in use. A fixed source has nothing to follow.
+    pub fn follow(
+        self,
+        service: &str,
+        shutdown: &Shutdown,
+        mut apply: impl FnMut(trident_cluster::Placement) -> std::result::Result<(), String>
+        + Send
+        + 'static,
+    ) {
+        if !self.source.is_live() {
+            return;
+        }
+        let Tracker {
+            source,
+            client,
+            every,
+            version,
+            health,
+        } = self;
+        let (stop, instance, described) = (
+            shutdown.triggered(),
+            instance_name(service),
+            source.describe(),
+        );
+        tokio::spawn(async move {
+            let run = follow(source, client, every, version, instance, move |t| {
+                let v = t.version;
+                apply(t.validate().map_err(|e| e.to_string())?)?;
+                health.set(
+                    "topology",
+                    Status::Up,
+                    format!("version {v} from {described}"),
+                );
+                Ok(())
+            });
+            tokio::select! {
+                () = run => {}
+                () = stop => {}
+            }
+        });
     }
 }

@@ -907,3 +907,21 @@ pub fn one_rule_per_strategy() -> Vec<trident_cluster::StrategyRule> {
         rule("http_requests", "measurement+tags(app)"),
     ]
 }
+
+/// A topology of `urls` (each node's id is its URL, as the configuration's
+/// topology has it), with [`one_rule_per_strategy`].
+pub fn topology_of(version: u64, urls: &[String], replication: usize) -> trident_cluster::Topology {
+    trident_cluster::Topology {
+        version,
+        nodes: urls
+            .iter()
+            .map(|u| trident_cluster::Node {
+                id: u.clone(),
+                url: u.clone(),
+            })
+            .collect(),
+        replication,
+        default_strategy: "series".into(),
+        rules: one_rule_per_strategy(),
+    }
+}

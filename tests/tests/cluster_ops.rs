@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use trident_cluster::{Node, Placement, Topology};
+use trident_cluster::{Placement, Topology};
 use trident_e2e::{
     PrivateStack, StackEnv, binary, http, influx_query, influx_query_with, unique_name,
 };
@@ -45,19 +45,7 @@ fn corpus() -> String {
 }
 
 fn topology(urls: &[String]) -> Topology {
-    Topology {
-        version: 1,
-        nodes: urls
-            .iter()
-            .map(|u| Node {
-                id: u.clone(),
-                url: u.clone(),
-            })
-            .collect(),
-        replication: 2,
-        default_strategy: "series".into(),
-        rules: trident_e2e::one_rule_per_strategy(),
-    }
+    trident_e2e::topology_of(1, urls, 2)
 }
 
 fn ctl(topology: &Path, args: &[&str]) -> (bool, Value) {

@@ -9,26 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use trident_cluster::{Node, Placement, Topology};
+use trident_cluster::{Placement, Topology};
 use trident_e2e::{
-    PrivateStack, StackEnv, WriteLoad, binary, get_text, http, influx_query, load_line, unique_name,
+    PrivateStack, StackEnv, WriteLoad, binary, get_text, http, influx_query, load_line,
+    topology_of, unique_name,
 };
-
-fn topology(version: u64, urls: &[String], replication: usize) -> Topology {
-    Topology {
-        version,
-        nodes: urls
-            .iter()
-            .map(|u| Node {
-                id: u.clone(),
-                url: u.clone(),
-            })
-            .collect(),
-        replication,
-        default_strategy: "series".into(),
-        rules: trident_e2e::one_rule_per_strategy(),
-    }
-}
 
 /// Runs trident-ctl with the stack's environment plus the topology key.
 fn ctl(vars: &BTreeMap<String, String>, args: &[&str]) -> (bool, String) {
@@ -157,7 +142,7 @@ async fn two_gateways_follow_the_topology_in_etcd() {
     let dir = std::env::temp_dir().join(unique_name("topo"));
     std::fs::create_dir_all(&dir).expect("dir");
     let urls = env.influx_urls.clone();
-    let v1 = topology(1, &urls, 1);
+    let v1 = topology_of(1, &urls, 1);
     assert!(publish(&vars, &dir, &v1).0);
 
     let config = || {
@@ -183,7 +168,7 @@ async fn two_gateways_follow_the_topology_in_etcd() {
     );
 
     // Version 2: two replicas. Both gateways switch, without a restart.
-    let v2 = topology(2, &urls, 2);
+    let v2 = topology_of(2, &urls, 2);
     assert!(publish(&vars, &dir, &v2).0);
     wait_for_version(&a, 2).await;
     wait_for_version(&b, 2).await;
@@ -227,7 +212,7 @@ async fn a_node_added_under_write_load_loses_nothing() {
     let three = env.influx_urls.clone();
     let mut four = three.clone();
     four.push(stack.influx_url(4));
-    assert!(publish(&vars, &dir, &topology(1, &three, 2)).0);
+    assert!(publish(&vars, &dir, &topology_of(1, &three, 2)).0);
 
     // A slow poll: for up to a second after the publish the gateway still
     // writes by version 1; trident-ctl waits until it reports version 2.

@@ -99,17 +99,7 @@ async fn the_v2_write_api_answers_as_influxdb_2_documents() {
     );
 
     // bucket = db/rp.
-    influx_query(
-        &env.influx_urls[0],
-        &format!(
-            "CREATE RETENTION POLICY week ON \"{}\" DURATION 7d REPLICATION 1",
-            db.name
-        ),
-        None,
-    )
-    .await
-    .expect("rp");
-    for url in &env.influx_urls[1..] {
+    for url in &env.influx_urls {
         influx_query(
             url,
             &format!(
