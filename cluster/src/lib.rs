@@ -18,7 +18,7 @@ pub mod ring;
 pub mod topology;
 
 pub use ring::{MAX_REPLICATION, Owners, Ring};
-pub use topology::{Node, Placement, StrategyRule, Topology};
+pub use topology::{Move, Node, Placement, StrategyRule, Topology};
 
 /// Everything that can be wrong with a topology.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +51,9 @@ pub enum Error {
         /// The largest possible value.
         max: usize,
     },
+    /// A move whose sides do not fit the nodes.
+    #[error("invalid move: {0}")]
+    BadMove(String),
     /// A strategy that does not parse.
     #[error("strategy rule {rule}: {source}")]
     BadStrategy {

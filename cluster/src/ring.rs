@@ -39,6 +39,23 @@ impl Owners {
         &self.nodes[..usize::from(self.len)]
     }
 
+    /// No owners.
+    pub fn empty() -> Self {
+        Self {
+            nodes: [0; MAX_REPLICATION],
+            len: 0,
+        }
+    }
+
+    /// Adds node `index` unless it is there already or the list is full.
+    pub fn push(&mut self, index: u16) {
+        let len = usize::from(self.len);
+        if len < MAX_REPLICATION && !self.as_slice().contains(&index) {
+            self.nodes[len] = index;
+            self.len += 1;
+        }
+    }
+
     /// Whether node `index` is among the owners.
     pub fn contains(&self, index: usize) -> bool {
         self.as_slice().iter().any(|&n| usize::from(n) == index)

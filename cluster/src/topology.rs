@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use trident_line_protocol::Strategy;
 
 use crate::Error;
-use crate::ring::{MAX_REPLICATION, Ring};
+use crate::ring::{MAX_REPLICATION, Owners, Ring};
 
 /// One InfluxDB node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,19 @@ pub struct StrategyRule {
     pub strategy: String,
 }
 
+/// A move in progress: points are placed by the ring over `from` and are
+/// being copied to their owners under the ring over `to`. While it lasts,
+/// writes go to the owners under both rings, and reads to the `from`
+/// owners, which hold everything until the move ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Move {
+    /// Node ids data is placed by now.
+    pub from: Vec<String>,
+    /// Node ids it moves to.
+    pub to: Vec<String>,
+}
+
 /// The whole topology, as stored in a file or in etcd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +65,10 @@ pub struct Topology {
     /// specific only by coming first.
     #[serde(default)]
     pub rules: Vec<StrategyRule>,
+    /// A move in progress (`trident-ctl add-node`/`remove-node` publish
+    /// one while they copy); `nodes` then lists every node of both sides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Move>,
 }
 
 fn one() -> usize {
@@ -69,6 +86,17 @@ pub struct Placement {
     ring: Ring,
     default_strategy: Strategy,
     rules: Vec<(Option<String>, Option<String>, Strategy)>,
+    /// During a move: the rings of both sides, with the index in `nodes`
+    /// of each of their nodes.
+    moving: Option<MoveRings>,
+}
+
+#[derive(Debug, Clone)]
+struct MoveRings {
+    from: Ring,
+    from_nodes: Vec<u16>,
+    to: Ring,
+    to_nodes: Vec<u16>,
 }
 
 impl Topology {
@@ -119,12 +147,58 @@ impl Topology {
                 Ok((r.database.clone(), r.measurement.clone(), strategy))
             })
             .collect::<Result<_, Error>>()?;
+        let moving = match &self.moving {
+            None => None,
+            Some(m) => Some(self.move_rings(m)?),
+        };
         let ring = Ring::new(self.nodes.iter().map(|n| n.id.as_str()));
         Ok(Placement {
             topology: self,
             ring,
             default_strategy,
             rules,
+            moving,
+        })
+    }
+}
+
+impl Topology {
+    /// The rings of a move; both sides within `nodes`, together all of
+    /// them, each big enough for the replication factor.
+    fn move_rings(&self, m: &Move) -> Result<MoveRings, Error> {
+        let bad = |reason: String| Error::BadMove(reason);
+        let index = |ids: &[String]| -> Result<Vec<u16>, Error> {
+            ids.iter()
+                .map(|id| {
+                    self.nodes
+                        .iter()
+                        .position(|n| &n.id == id)
+                        .and_then(|i| u16::try_from(i).ok())
+                        .ok_or_else(|| bad(format!("node `{id}` is not in `nodes`")))
+                })
+                .collect()
+        };
+        let (from_nodes, to_nodes) = (index(&m.from)?, index(&m.to)?);
+        if self.replication > m.from.len().min(m.to.len()) || 2 * self.replication > MAX_REPLICATION
+        {
+            return Err(bad(format!(
+                "replication {} needs that many nodes on each side, and at most {} while moving",
+                self.replication,
+                MAX_REPLICATION / 2
+            )));
+        }
+        if let Some(n) = self
+            .nodes
+            .iter()
+            .find(|n| !m.from.contains(&n.id) && !m.to.contains(&n.id))
+        {
+            return Err(bad(format!("node `{}` is on neither side", n.id)));
+        }
+        Ok(MoveRings {
+            from: Ring::new(m.from.iter().map(String::as_str)),
+            from_nodes,
+            to: Ring::new(m.to.iter().map(String::as_str)),
+            to_nodes,
         })
     }
 }
@@ -151,9 +225,46 @@ impl Placement {
             .map_or(&self.default_strategy, |(_, _, s)| s)
     }
 
-    /// The nodes that own a point whose shard hash is `hash`, best first.
+    /// Node indices (in the topology's `nodes`) a point whose shard hash
+    /// is `hash` is written to: its owners, best first, and during a move
+    /// its owners on both sides.
+    pub fn write_owners(&self, hash: u64) -> Owners {
+        let rf = self.topology.replication;
+        let Some(m) = &self.moving else {
+            return self.ring.owners(hash, rf);
+        };
+        let mut out = Owners::empty();
+        for (ring, nodes) in [(&m.from, &m.from_nodes), (&m.to, &m.to_nodes)] {
+            for &i in ring.owners(hash, rf).as_slice() {
+                if let Some(&n) = nodes.get(usize::from(i)) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Node indices that hold every point whose shard hash is `hash`, best
+    /// first: its owners, and during a move its owners on the `from` side
+    /// (the other side is still being filled).
+    pub fn read_owners(&self, hash: u64) -> Owners {
+        let rf = self.topology.replication;
+        let Some(m) = &self.moving else {
+            return self.ring.owners(hash, rf);
+        };
+        let mut out = Owners::empty();
+        for &i in m.from.owners(hash, rf).as_slice() {
+            if let Some(&n) = m.from_nodes.get(usize::from(i)) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// The nodes a point whose shard hash is `hash` is written to, best
+    /// first (see [`Placement::write_owners`]).
     pub fn owners(&self, hash: u64) -> impl Iterator<Item = &Node> {
-        let owners = self.ring.owners(hash, self.topology.replication);
+        let owners = self.write_owners(hash);
         let nodes = &self.topology.nodes;
         (0..owners.as_slice().len()).filter_map(move |i| {
             owners
@@ -222,6 +333,68 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert_ne!(a[0], a[1]);
         assert_eq!(a, b, "one app, one place, whatever the host");
+    }
+
+    #[test]
+    fn during_a_move_writes_reach_both_sides_and_reads_the_old_one() {
+        let p = topology(THREE).validate().unwrap();
+        let mut moving = topology(THREE);
+        moving.nodes.push(Node {
+            id: "d".into(),
+            url: "http://10.0.0.4:8086".into(),
+        });
+        moving.moving = Some(Move {
+            from: vec!["a".into(), "b".into(), "c".into()],
+            to: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+        });
+        let m = moving.clone().validate().unwrap();
+        let mut after = moving.clone();
+        after.moving = None;
+        let q = after.validate().unwrap();
+        let ids = |p: &Placement, o: crate::Owners| -> Vec<String> {
+            let mut v: Vec<String> = o
+                .as_slice()
+                .iter()
+                .map(|&i| p.topology().nodes[usize::from(i)].id.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut moved = 0;
+        for hash in (0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+            let (before, now) = (ids(&p, p.write_owners(hash)), ids(&q, q.write_owners(hash)));
+            let mut both = before.clone();
+            both.extend(now.iter().cloned());
+            both.sort();
+            both.dedup();
+            assert_eq!(ids(&m, m.write_owners(hash)), both);
+            assert_eq!(ids(&m, m.read_owners(hash)), before);
+            moved += usize::from(before != now);
+        }
+        assert!(moved > 0, "a fourth node takes some keys");
+
+        let mut bad = moving.clone();
+        bad.moving = Some(Move {
+            from: vec!["a".into(), "x".into()],
+            to: vec!["a".into()],
+        });
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`x` is not in `nodes`")
+        );
+        let mut bad = moving;
+        bad.moving = Some(Move {
+            from: vec!["a".into(), "b".into()],
+            to: vec!["a".into(), "b".into(), "c".into()],
+        });
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`d` is on neither side")
+        );
     }
 
     #[test]

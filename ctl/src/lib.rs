@@ -991,9 +991,7 @@ impl Ctl {
             for line in parse_lines(message.payload().unwrap_or_default()).flatten() {
                 let strategy = placement.strategy_for(&db, &line.measurement().as_str());
                 let hash = line.shard_hash(strategy, &mut scratch);
-                let owners = placement
-                    .ring()
-                    .owners(hash, placement.topology().replication);
+                let owners = placement.write_owners(hash);
                 if !owners.contains(index) {
                     continue;
                 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use trident_cluster::{Node, Topology};
+use trident_cluster::{Move, Node, Topology};
 use trident_ctl::{Ctl, Progress, Report, load_topology};
 use trident_service::topology::{Source, etcd_get, etcd_put_if, followers, parse};
 
@@ -90,6 +90,9 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// Finish a move an earlier add-node or remove-node left published
+    /// (the topology in use has a `moving` section).
+    FinishMove,
     /// Refill a wiped or replaced node from the replicas of its series, or
     /// from the raw topic (brokers and topic from the Trident configuration).
     Recover {
@@ -265,13 +268,39 @@ async fn main() -> anyhow::Result<()> {
             let new = load_topology(to)?.validate()?;
             print(&ctl.rebalance(&old, &new, !keep).await?, started);
         }
+        Command::FinishMove => {
+            let moving = current(&cli).await?;
+            let Some(m) = moving.moving.clone() else {
+                anyhow::bail!(
+                    "no move in progress: the topology in use (version {}) has no `moving` section",
+                    moving.version
+                );
+            };
+            let side = |ids: &[String], version: u64| Topology {
+                version,
+                nodes: moving
+                    .nodes
+                    .iter()
+                    .filter(|n| ids.contains(&n.id))
+                    .cloned()
+                    .collect(),
+                moving: None,
+                ..moving.clone()
+            };
+            let (old, new) = (
+                side(&m.from, moving.version - 1),
+                side(&m.to, moving.version + 1),
+            );
+            move_to(&mut ctl, &cli, old, new, started).await?;
+        }
         Command::AddNode { id, url } => {
             let old = current(&cli).await?;
+            refuse_mid_move(&old)?;
             if old.nodes.iter().any(|n| n.id == *id) {
                 anyhow::bail!("node `{id}` is already in the topology");
             }
             let mut new = old.clone();
-            new.version += 1;
+            new.version += 2;
             new.nodes.push(Node {
                 id: id.clone(),
                 url: url.trim_end_matches('/').to_owned(),
@@ -280,8 +309,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RemoveNode { id } => {
             let old = current(&cli).await?;
+            refuse_mid_move(&old)?;
             let mut new = old.clone();
-            new.version += 1;
+            new.version += 2;
             new.nodes.retain(|n| n.id != *id);
             if new.nodes.len() == old.nodes.len() {
                 anyhow::bail!("node `{id}` is not in the topology");
@@ -333,6 +363,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn refuse_mid_move(topology: &Topology) -> anyhow::Result<()> {
+    if topology.moving.is_some() {
+        anyhow::bail!(
+            "a move is in progress (version {}): finish it first with `trident-ctl finish-move`",
+            topology.version
+        );
+    }
+    Ok(())
+}
+
 /// Waits until the services follow `version`: with etcd, until every
 /// instance that reported in the last 10 s says it uses it (then a second
 /// more, for writes routed just before the switch), at most `--grace`;
@@ -372,9 +412,12 @@ async fn wait_followed(cli: &Cli, version: u64) -> anyhow::Result<()> {
     }
 }
 
-/// Copy to the new owners, publish the new version, wait for the services
-/// to follow it, then copy what reached the old owners meanwhile and drop
-/// from them (the last pass copies, verifies and only then drops).
+/// Moves from `old` to `new` (whose version is `old`'s + 2) while the
+/// services keep writing: publish a move version (`old` + 1: writes go to
+/// the owners on both sides, reads to the old side), wait until every
+/// service follows it, copy every series to its new owners, publish `new`,
+/// wait again, then copy what is still missing, verify, and drop from the
+/// nodes that no longer own a series.
 async fn move_to(
     ctl: &mut Ctl,
     cli: &Cli,
@@ -384,18 +427,35 @@ async fn move_to(
 ) -> anyhow::Result<()> {
     let kept = std::env::temp_dir().join(format!("trident-topology-v{}.json", old.version));
     write_topology(&kept, &old)?;
-    let (old_p, new_p) = (old.validate()?, new.clone().validate()?);
-    let copied = ctl.rebalance(&old_p, &new_p, false).await?;
-    publish(cli, &new).await?;
-    if let Err(e) = wait_followed(cli, new.version).await {
-        anyhow::bail!(
-            "{e}\nVersion {} is published and every series was copied to its new owners; to finish, once every service follows it: trident-ctl show --json > v{}.json && trident-ctl rebalance --from {} --to v{}.json",
-            new.version,
-            new.version,
-            kept.display(),
-            new.version
-        );
+    let (old_p, new_p) = (old.clone().validate()?, new.clone().validate()?);
+    let mut moving = new.clone();
+    moving.version = old.version + 1;
+    for node in &old.nodes {
+        if !moving.nodes.iter().any(|n| n.id == node.id) {
+            moving.nodes.push(node.clone());
+        }
     }
+    moving.moving = Some(Move {
+        from: old.nodes.iter().map(|n| n.id.clone()).collect(),
+        to: new.nodes.iter().map(|n| n.id.clone()).collect(),
+    });
+    moving.clone().validate()?;
+    // finish-move: the move version is already the one in use.
+    if current(cli).await?.version < moving.version {
+        publish(cli, &moving).await?;
+    }
+    let finish = |e: anyhow::Error| {
+        anyhow::anyhow!(
+            "{e}\nNothing was dropped. Once every service follows the topology in use: `trident-ctl finish-move` while it shows a move, else `trident-ctl show --json > new.json && trident-ctl rebalance --from {} --to new.json`",
+            kept.display()
+        )
+    };
+    wait_followed(cli, moving.version).await.map_err(finish)?;
+    let copied = ctl.rebalance(&old_p, &new_p, false).await?;
+    if current(cli).await?.version < new.version {
+        publish(cli, &new).await?;
+    }
+    wait_followed(cli, new.version).await.map_err(finish)?;
     let last = ctl.rebalance(&old_p, &new_p, true).await?;
     let total = Report {
         dropped: last.dropped,

@@ -318,11 +318,7 @@ impl ClusterWriter {
             let strategy = placement.strategy_for(db, &line.measurement().as_str());
             key.clear();
             let hash = line.shard_hash(strategy, &mut key);
-            for &node in placement
-                .ring()
-                .owners(hash, topology.replication)
-                .as_slice()
-            {
+            for &node in placement.write_owners(hash).as_slice() {
                 let body = &mut bodies[usize::from(node)];
                 body.extend_from_slice(line.text().as_bytes());
                 body.push(b'\n');

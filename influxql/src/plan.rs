@@ -212,9 +212,8 @@ fn owners(select: &Select, placement: &Placement, db: Option<&str>) -> Option<Ve
             .find(|(tag, _)| tag == k)
             .map(|(_, v)| v.as_str())
     })?;
-    let owners = placement
-        .ring()
-        .owners(shard_hash(&key), placement.topology().replication);
+    // During a move, the side that holds everything.
+    let owners = placement.read_owners(shard_hash(&key));
     Some(owners.as_slice().iter().map(|&n| usize::from(n)).collect())
 }
 

@@ -156,7 +156,7 @@ impl Default for InfluxConfig {
 impl InfluxConfig {
     /// The cluster topology this section describes. A node's id is its URL
     /// (placement follows ids: moving a node to a new address moves its
-    /// data, until topologies with explicit ids arrive with issue #5).
+    /// data; a topology file or etcd key can give ids of their own).
     pub fn topology(&self) -> trident_cluster::Topology {
         trident_cluster::Topology {
             version: 0,
@@ -171,6 +171,7 @@ impl InfluxConfig {
             replication: self.replication,
             default_strategy: self.strategy.clone(),
             rules: self.rules.clone(),
+            moving: None,
         }
     }
 }

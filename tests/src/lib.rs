@@ -923,5 +923,6 @@ pub fn topology_of(version: u64, urls: &[String], replication: usize) -> trident
         replication,
         default_strategy: "series".into(),
         rules: one_rule_per_strategy(),
+        moving: None,
     }
 }

@@ -238,8 +238,10 @@ async fn a_node_added_under_write_load_loses_nothing() {
         ],
     );
     assert!(ok, "add-node");
+    // Version 2 moves (writes to both sides), version 3 is the new one.
     assert!(said.contains("1 instance(s) follow version 2"), "{said}");
-    wait_for_version(&gateway, 2).await;
+    assert!(said.contains("1 instance(s) follow version 3"), "{said}");
+    wait_for_version(&gateway, 3).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = load.stop().await;
     assert!(
@@ -257,12 +259,12 @@ async fn a_node_added_under_write_load_loses_nothing() {
         };
         source.load(&client).await.expect("topology from etcd")
     };
-    assert_eq!((after.version, after.nodes.len()), (2, 4));
+    assert_eq!((after.version, after.nodes.len()), (3, 4));
     let placement = after.validate().expect("valid");
     assert_eq!(
         counts(&four, &db, m).await,
         expected(&placement, &db, m, log.acked.iter().copied()),
-        "every acknowledged point on exactly its owners under version 2"
+        "every acknowledged point on exactly its owners under version 3"
     );
 
     // An instance that has not followed: nothing is dropped, and the
@@ -284,6 +286,7 @@ async fn a_node_added_under_write_load_loses_nothing() {
     let before = counts(&four, &db, m).await;
     let (ok, said) = ctl(&vars, &["remove-node", "--id", &four[3], "--grace", "2s"]);
     assert!(!ok && said.contains("stuck-gateway (version 2)"), "{said}");
+    assert!(said.contains("finish-move"), "{said}");
     // Copies to the new owners were made, nothing was dropped.
     let after = counts(&four, &db, m).await;
     for (node, series) in &before {

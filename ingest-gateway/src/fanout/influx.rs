@@ -286,10 +286,8 @@ impl ClusterSink {
         let topology = view.placement.topology();
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
         for i in 0..routed.len() {
-            let owners = view
-                .placement
-                .ring()
-                .owners(routed.hash(i), topology.replication);
+            // During a move: the owners on both sides.
+            let owners = view.placement.write_owners(routed.hash(i));
             for &node in owners.as_slice() {
                 bodies[usize::from(node)].extend_from_slice(routed.text(i));
             }
@@ -343,7 +341,7 @@ impl ClusterSink {
         }
         let mut fewest = usize::MAX;
         for i in 0..routed.len() {
-            let owners = placement.ring().owners(routed.hash(i), rf);
+            let owners = placement.write_owners(routed.hash(i));
             let stored = owners
                 .as_slice()
                 .iter()

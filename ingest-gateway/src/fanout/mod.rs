@@ -180,6 +180,7 @@ mod tests {
                 measurement: Some("http".into()),
                 strategy: "measurement".into(),
             }],
+            moving: None,
         }
     }
 }
