@@ -261,6 +261,16 @@ impl Placement {
         out
     }
 
+    /// Node indices a query must ask to see every point: all nodes, and
+    /// during a move the old side only (it holds everything; the new side
+    /// may hold partial copies).
+    pub fn read_nodes(&self) -> Vec<usize> {
+        match &self.moving {
+            None => (0..self.topology.nodes.len()).collect(),
+            Some(m) => m.from_nodes.iter().map(|&i| usize::from(i)).collect(),
+        }
+    }
+
     /// The nodes a point whose shard hash is `hash` is written to, best
     /// first (see [`Placement::write_owners`]).
     pub fn owners(&self, hash: u64) -> impl Iterator<Item = &Node> {
@@ -369,9 +379,17 @@ mod tests {
             both.dedup();
             assert_eq!(ids(&m, m.write_owners(hash)), both);
             assert_eq!(ids(&m, m.read_owners(hash)), before);
+            assert!(
+                m.read_owners(hash)
+                    .as_slice()
+                    .iter()
+                    .all(|&i| m.read_nodes().contains(&usize::from(i)))
+            );
             moved += usize::from(before != now);
         }
         assert!(moved > 0, "a fourth node takes some keys");
+        assert_eq!(m.read_nodes(), vec![0, 1, 2], "the old side");
+        assert_eq!(q.read_nodes(), vec![0, 1, 2, 3]);
 
         let mut bad = moving.clone();
         bad.moving = Some(Move {

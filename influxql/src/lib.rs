@@ -33,7 +33,7 @@ pub mod plan;
 pub mod statement;
 pub mod time;
 
-pub use merge::merge;
+pub use merge::{Owns, merge};
 pub use plan::{Plan, plan};
 pub use statement::{Statement, parse};
 

@@ -101,12 +101,27 @@ fn series_of(answer: &Value) -> Result<Vec<Series>, Error> {
         .collect()
 }
 
+/// Whether the series named `measurement` with `tags` may be taken from
+/// answer `i` (its node owns the series): copies on nodes that do not own a
+/// series — stale ones an unfinished move left — are skipped.
+pub type Owns<'a> = &'a dyn Fn(usize, &str, &BTreeMap<String, String>) -> bool;
+
 /// The merged series of `answers` (one result object per node that
-/// answered, best node first), times written as `epoch` asks.
-pub fn merge(merge: &Merge, answers: &[Value], epoch: Epoch) -> Result<Vec<Value>, Error> {
+/// answered, best node first), times written as `epoch` asks. A `SELECT`
+/// takes a series only from answers whose node `owns` it.
+pub fn merge(
+    merge: &Merge,
+    answers: &[Value],
+    epoch: Epoch,
+    owns: Owns<'_>,
+) -> Result<Vec<Value>, Error> {
     let mut per_node = Vec::with_capacity(answers.len());
-    for a in answers {
-        per_node.push(series_of(a)?);
+    for (i, a) in answers.iter().enumerate() {
+        let mut series = series_of(a)?;
+        if !matches!(merge, Merge::Show { .. }) {
+            series.retain(|s| owns(i, &s.name, &s.tags));
+        }
+        per_node.push(series);
     }
     match merge {
         Merge::Show {
@@ -688,7 +703,7 @@ mod tests {
         else {
             panic!("not a fan-out")
         };
-        merge(&m, answers, Epoch::Unit(1))
+        merge(&m, answers, Epoch::Unit(1), &|_, _, _| true)
     }
 
     #[test]
@@ -722,6 +737,43 @@ mod tests {
             vec![
                 json!({"name": "cpu", "tags": {"host": "c"}, "columns": ["time", "v"], "values": [[4, 4]]})
             ]
+        );
+    }
+
+    #[test]
+    fn a_copy_on_a_node_that_does_not_own_the_series_is_skipped() {
+        let placement = serde_json::from_value::<trident_cluster::Topology>(json!({
+            "nodes": [{"id": "a", "url": "http://x:1"}, {"id": "b", "url": "http://x:2"}],
+            "replication": 2
+        }))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let Plan::Fanout { merge: m, .. } = plan(
+            &parse("SELECT count(v) FROM cpu").unwrap()[0],
+            &placement,
+            Some("db"),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let cols = json!(["time", "__trident_0_count"]);
+        // Node 0 holds a stale copy of host=a; node 1 owns it.
+        let stale = json!({"series": [{"name": "cpu", "tags": {"host": "a"}, "columns": cols, "values": [[0, 3]]}]});
+        let owner = json!({"series": [{"name": "cpu", "tags": {"host": "a"}, "columns": cols, "values": [[0, 5]]}]});
+        let out = merge(
+            &m,
+            &[stale.clone(), owner.clone()],
+            Epoch::Unit(1),
+            &|i, _, _| i == 1,
+        )
+        .unwrap();
+        assert_eq!(out[0]["values"], json!([[0, 5]]));
+        let out = merge(&m, &[stale, owner], Epoch::Unit(1), &|_, _, _| true).unwrap();
+        assert_eq!(
+            out[0]["values"],
+            json!([[0, 3]]),
+            "without the filter the first copy wins"
         );
     }
 

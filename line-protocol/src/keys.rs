@@ -109,6 +109,47 @@ pub fn shard_key_of<'a>(
     Some(out)
 }
 
+/// The shard key of the series of `measurement` with `tags` (non-empty
+/// values, any order) under `strategy`: what a query's answer, which names
+/// a series by its tags, is placed by.
+pub fn series_shard_key(strategy: &Strategy, measurement: &str, tags: &[(&str, &str)]) -> Vec<u8> {
+    if let Some(key) = shard_key_of(strategy, measurement, |k| {
+        tags.iter().find(|(t, _)| *t == k).map(|(_, v)| *v)
+    }) {
+        return key;
+    }
+    let mut out = Vec::new();
+    match strategy {
+        Strategy::Series => {
+            escape_unchecked(&mut out, measurement, EscapeSet::Measurement);
+            let mut sorted = tags.to_vec();
+            sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (k, v) in sorted {
+                out.push(b',');
+                escape_unchecked(&mut out, k, EscapeSet::Key);
+                out.push(b'=');
+                escape_unchecked(&mut out, v, EscapeSet::Key);
+            }
+        }
+        Strategy::Measurement => {
+            escape_unchecked(&mut out, measurement, EscapeSet::Measurement);
+        }
+        // A series without one of the strategy's tags: placed without it.
+        Strategy::MeasurementTags(keys) => {
+            escape_unchecked(&mut out, measurement, EscapeSet::Measurement);
+            for key in keys {
+                if let Some((_, value)) = tags.iter().find(|(t, _)| t == key) {
+                    out.push(b',');
+                    escape_unchecked(&mut out, key, EscapeSet::Key);
+                    out.push(b'=');
+                    escape_unchecked(&mut out, value, EscapeSet::Key);
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Line<'_> {
     /// Appends the canonical series key to `out`.
     pub fn series_key_into(&self, out: &mut Vec<u8>) {
@@ -172,6 +213,27 @@ mod tests {
 
     fn line(text: &str) -> Line<'_> {
         parse_lines(text.as_bytes()).next().unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_answer_series_finds_the_shard_key_its_points_have() {
+        let l = line("my\\ http,env=p\\,x,app=shop,host=h v=1");
+        let tags = [("host", "h"), ("env", "p,x"), ("app", "shop")];
+        for strategy in [
+            "series",
+            "measurement",
+            "measurement+tags(app,env)",
+            "measurement+tags(zone)",
+        ] {
+            let strategy: Strategy = strategy.parse().unwrap();
+            let mut key = Vec::new();
+            l.shard_key_into(&strategy, &mut key);
+            assert_eq!(
+                series_shard_key(&strategy, "my http", &tags),
+                key,
+                "{strategy:?}"
+            );
+        }
     }
 
     #[test]

@@ -792,6 +792,12 @@ impl WriteLoad {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A function that reads the log so far, for another task.
+    pub fn snapshot_handle(&self) -> impl Fn() -> LoadLog + Send + Sync + 'static {
+        let log = self.log.clone();
+        move || log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Stops it after the request in flight.
     pub async fn stop(self) -> LoadLog {
         self.stop.store(true, Ordering::Release);

@@ -1,7 +1,9 @@
 //! The topology in etcd: `trident-ctl publish` sets it, gateways follow it
 //! without a restart, and two gateways end on the same version and place
-//! every point alike. Then a node is added while a client keeps writing:
-//! every acknowledged point ends on exactly the owners the new topology
+//! every point alike. Then a node is added and removed again while a
+//! client keeps writing and another keeps counting through the gateway:
+//! every count is between what was acknowledged and what was sent, and at
+//! the end every acknowledged point is on exactly the owners the topology
 //! gives it, nothing lost, nothing left behind on a node that lost it.
 
 use std::collections::BTreeMap;
@@ -200,7 +202,7 @@ async fn two_gateways_follow_the_topology_in_etcd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_added_under_write_load_loses_nothing() {
+async fn a_node_added_and_removed_under_load_loses_nothing() {
     let stack = PrivateStack::up(&["etcd"]).expect("a private stack with etcd");
     stack.start("influx4").expect("the spare node");
     let env = &stack.env;
@@ -230,20 +232,88 @@ async fn a_node_added_under_write_load_loses_nothing() {
         40,
         Duration::from_millis(20),
     );
+    // Reads throughout: a count through the gateway is never below what
+    // was acknowledged before it was asked, nor above what was sent.
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (gateway, db, reading) = (gateway.clone(), db.clone(), reading.clone());
+        let nodes = four.clone();
+        let snapshot = load.snapshot_handle();
+        tokio::spawn(async move {
+            let mut checked = 0u64;
+            while reading.load(std::sync::atomic::Ordering::Acquire) {
+                let acked = snapshot().acked.len() as u64;
+                let v =
+                    trident_e2e::influx_query(&gateway, "SELECT count(seq) FROM grow", Some(&db))
+                        .await
+                        .expect("query through the gateway");
+                // The request in flight may be stored already.
+                let sent = (snapshot().statuses.len() as u64 + 1) * 40;
+                let n = v["results"][0]["series"][0]["values"][0][1]
+                    .as_u64()
+                    .unwrap_or(0);
+                if !(acked <= n && n <= sent) {
+                    let mut per_node = Vec::new();
+                    for url in &nodes {
+                        let c = trident_e2e::influx_query(
+                            url,
+                            "SELECT count(seq) FROM grow GROUP BY *",
+                            Some(&db),
+                        )
+                        .await;
+                        per_node.push(format!(
+                            "{url}: {:?}",
+                            c.map(|c| c["results"][0]["series"].clone())
+                        ));
+                    }
+                    let health = trident_e2e::get_text(&format!("{gateway}/health")).await;
+                    let statuses: Vec<u16> = snapshot()
+                        .statuses
+                        .iter()
+                        .copied()
+                        .filter(|s| *s != 204)
+                        .collect();
+                    panic!(
+                        "count {n}: acknowledged {acked}, sent {sent}: {v}\nnot 204: {statuses:?}\nnodes: {per_node:?}\nhealth: {health}"
+                    );
+                }
+                checked += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            checked
+        })
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (ok, said) = ctl(
-        &vars,
-        &[
-            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "20s",
-        ],
-    );
+    let run = |args: Vec<String>| {
+        let vars = vars.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl(&vars, &args)
+        })
+    };
+    let grow = [
+        "add-node", "--id", &four[3], "--url", &four[3], "--grace", "20s",
+    ];
+    let (ok, said) = run(grow.iter().map(|a| (*a).to_owned()).collect())
+        .await
+        .expect("ctl");
     assert!(ok, "add-node");
     // Version 2 moves (writes to both sides), version 3 is the new one.
     assert!(said.contains("1 instance(s) follow version 2"), "{said}");
     assert!(said.contains("1 instance(s) follow version 3"), "{said}");
     wait_for_version(&gateway, 3).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let shrink = ["remove-node", "--id", &four[3], "--grace", "20s"];
+    let (ok, said) = run(shrink.iter().map(|a| (*a).to_owned()).collect())
+        .await
+        .expect("ctl");
+    assert!(ok, "remove-node under load: {said}");
+    wait_for_version(&gateway, 5).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let log = load.stop().await;
+    reading.store(false, std::sync::atomic::Ordering::Release);
+    let checked = reader.await.expect("the reader's checks held");
+    assert!(checked > 20, "reads ran throughout: {checked}");
     assert!(
         log.acked.len() > 1000,
         "the load kept writing: {} acknowledged",
@@ -259,12 +329,14 @@ async fn a_node_added_under_write_load_loses_nothing() {
         };
         source.load(&client).await.expect("topology from etcd")
     };
-    assert_eq!((after.version, after.nodes.len()), (3, 4));
+    assert_eq!((after.version, after.nodes.len()), (5, 3));
     let placement = after.validate().expect("valid");
+    let mut want = expected(&placement, &db, m, log.acked.iter().copied());
+    want.insert(four[3].clone(), BTreeMap::new());
     assert_eq!(
         counts(&four, &db, m).await,
-        expected(&placement, &db, m, log.acked.iter().copied()),
-        "every acknowledged point on exactly its owners under version 3"
+        want,
+        "every acknowledged point on exactly its owners after adding and removing a node"
     );
 
     // An instance that has not followed: nothing is dropped, and the
@@ -284,7 +356,10 @@ async fn a_node_added_under_write_load_loses_nothing() {
     .await
     .expect("a stuck instance");
     let before = counts(&four, &db, m).await;
-    let (ok, said) = ctl(&vars, &["remove-node", "--id", &four[3], "--grace", "2s"]);
+    let grow = [
+        "add-node", "--id", &four[3], "--url", &four[3], "--grace", "2s",
+    ];
+    let (ok, said) = ctl(&vars, &grow);
     assert!(!ok && said.contains("stuck-gateway (version 2)"), "{said}");
     assert!(said.contains("finish-move"), "{said}");
     // Copies to the new owners were made, nothing was dropped.

@@ -13,18 +13,21 @@
 //! Nodes with nothing queued for them (an empty hinted-handoff spool) are
 //! asked first, so a node still catching up answers only when it must.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
 use serde_json::{Map, Value, json};
 use trident_influx_client::statement as run_statement;
 use trident_influxql::plan::Plan;
 use trident_influxql::statement::{Source, StatementKind};
 use trident_influxql::time::Epoch;
 use trident_influxql::{Statement, merge, parse, plan};
+use trident_line_protocol::{series_shard_key, shard_hash};
 
 use super::{AppState, auth_error, authenticated, error_body};
 use crate::fanout::influx::{ClusterSink, View};
@@ -257,9 +260,12 @@ async fn execute(
             statement,
             merge: how,
         } => {
-            let order = preferred(&view, &all);
+            // During a move, the old side: the new one may hold partial
+            // copies, which would win over whole series when replicas collapse.
+            let order = preferred(&view, &placement.read_nodes());
             let answers = on_all(cluster, &view, &order, &statement, params, Some("ns")).await;
             let mut ok = Vec::new();
+            let mut answered = Vec::new();
             let mut failed = Vec::new();
             for (i, a) in answers {
                 match a {
@@ -268,12 +274,29 @@ async fn execute(
                             return error(e);
                         }
                         ok.push(a);
+                        answered.push(i);
                     }
                     Err(trident_influx_client::Error::Refused(e)) => return error(e),
                     Err(e) => failed.push(format!("{} ({e})", nodes[i].id)),
                 }
             }
-            let series = match merge(&how, &ok, epoch) {
+            // A series counts only where it is owned: a node a move left a
+            // stale copy on is not asked for it.
+            let db = database_of(s).or(params.db.as_deref());
+            let owns = |answer: usize, measurement: &str, tags: &BTreeMap<String, String>| {
+                let (Some(db), Some(&node)) = (db, answered.get(answer)) else {
+                    return true;
+                };
+                let tags: Vec<(&str, &str)> = tags
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let key =
+                    series_shard_key(placement.strategy_for(db, measurement), measurement, &tags);
+                placement.read_owners(shard_hash(&key)).contains(node)
+            };
+            let series = match merge(&how, &ok, epoch, &owns) {
                 Ok(series) => series,
                 Err(e) => return error(e),
             };
@@ -294,7 +317,7 @@ async fn execute(
                         "text": format!(
                             "results may be partial: {} of {} nodes did not answer ({}), and data can live on those nodes alone (replication {})",
                             failed.len(),
-                            nodes.len(),
+                            order.len(),
                             failed.join(", "),
                             placement.topology().replication
                         )
