@@ -690,14 +690,18 @@ mod tests {
     use crate::statement::parse;
     use serde_json::json;
 
-    fn merge_of(q: &str, answers: &[Value]) -> Result<Vec<Value>, Error> {
-        let placement = serde_json::from_value::<trident_cluster::Topology>(json!({
+    fn two_nodes() -> trident_cluster::Placement {
+        serde_json::from_value::<trident_cluster::Topology>(json!({
             "nodes": [{"id": "a", "url": "http://x:1"}, {"id": "b", "url": "http://x:2"}],
             "replication": 2
         }))
         .unwrap()
         .validate()
-        .unwrap();
+        .unwrap()
+    }
+
+    fn merge_of(q: &str, answers: &[Value]) -> Result<Vec<Value>, Error> {
+        let placement = two_nodes();
         let Plan::Fanout { merge: m, .. } =
             plan(&parse(q).unwrap()[0], &placement, Some("db")).unwrap()
         else {
@@ -742,13 +746,7 @@ mod tests {
 
     #[test]
     fn a_copy_on_a_node_that_does_not_own_the_series_is_skipped() {
-        let placement = serde_json::from_value::<trident_cluster::Topology>(json!({
-            "nodes": [{"id": "a", "url": "http://x:1"}, {"id": "b", "url": "http://x:2"}],
-            "replication": 2
-        }))
-        .unwrap()
-        .validate()
-        .unwrap();
+        let placement = two_nodes();
         let Plan::Fanout { merge: m, .. } = plan(
             &parse("SELECT count(v) FROM cpu").unwrap()[0],
             &placement,

@@ -932,3 +932,34 @@ pub fn topology_of(version: u64, urls: &[String], replication: usize) -> trident
         moving: None,
     }
 }
+
+/// Per node URL: series key → points, what every node must hold when
+/// `lines` (line protocol) of database `db` are placed by `placement`;
+/// each point counts `weight(line)` (e.g. its number of fields).
+pub fn expected_holdings<'a>(
+    placement: &trident_cluster::Placement,
+    db: &str,
+    lines: impl IntoIterator<Item = &'a str>,
+    weight: impl Fn(&trident_line_protocol::Line<'_>) -> u64,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = placement
+        .topology()
+        .nodes
+        .iter()
+        .map(|n| (n.url.clone(), BTreeMap::new()))
+        .collect();
+    let mut scratch = Vec::new();
+    for text in lines {
+        for line in trident_line_protocol::parse_lines(text.as_bytes()).flatten() {
+            let strategy = placement.strategy_for(db, &line.measurement().as_str());
+            let hash = line.shard_hash(strategy, &mut scratch);
+            for node in placement.owners(hash) {
+                *out.entry(node.url.clone())
+                    .or_default()
+                    .entry(line.series_key())
+                    .or_default() += weight(&line);
+            }
+        }
+    }
+    out
+}

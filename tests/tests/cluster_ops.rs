@@ -109,26 +109,10 @@ async fn holdings(urls: &[String], db: &str) -> BTreeMap<String, BTreeMap<String
 /// What every node must hold under `placement`: each series of the corpus
 /// on its owners, with all of its field values.
 fn expected(placement: &Placement, db: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let mut out: BTreeMap<String, BTreeMap<String, u64>> = placement
-        .topology()
-        .nodes
-        .iter()
-        .map(|n| (n.url.clone(), BTreeMap::new()))
-        .collect();
     let body = corpus();
-    let mut scratch = Vec::new();
-    for line in trident_line_protocol::parse_lines(body.as_bytes()).flatten() {
-        let strategy = placement.strategy_for(db, &line.measurement().as_str());
-        let hash = line.shard_hash(strategy, &mut scratch);
-        for node in placement.owners(hash) {
-            let fields = line.fields().count() as u64;
-            *out.entry(node.url.clone())
-                .or_default()
-                .entry(line.series_key())
-                .or_default() += fields;
-        }
-    }
-    out
+    trident_e2e::expected_holdings(placement, db, [body.as_str()], |line| {
+        line.fields().count() as u64
+    })
 }
 
 async fn write(url: &str, db: &str, body: &str) {

@@ -96,28 +96,8 @@ fn expected(
     m: &str,
     seqs: impl Iterator<Item = u64>,
 ) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let mut out: BTreeMap<String, BTreeMap<String, u64>> = placement
-        .topology()
-        .nodes
-        .iter()
-        .map(|n| (n.url.clone(), BTreeMap::new()))
-        .collect();
-    let mut scratch = Vec::new();
-    for seq in seqs {
-        let text = load_line(m, seq);
-        let line = trident_line_protocol::parse_lines(text.as_bytes())
-            .next()
-            .expect("a line")
-            .expect("valid");
-        let hash = line.shard_hash(placement.strategy_for(db, m), &mut scratch);
-        for node in placement.owners(hash) {
-            *out.entry(node.url.clone())
-                .or_default()
-                .entry(line.series_key())
-                .or_default() += 1;
-        }
-    }
-    out
+    let lines: Vec<String> = seqs.map(|seq| load_line(m, seq)).collect();
+    trident_e2e::expected_holdings(placement, db, lines.iter().map(String::as_str), |_| 1)
 }
 
 async fn write(gateway: &str, db: &str, lines: &[String]) {
