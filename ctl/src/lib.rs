@@ -204,6 +204,21 @@ fn exact(tags: &BTreeMap<String, String>) -> String {
         .join(" AND ")
 }
 
+/// `[######..............]  3/10`: how far through `total` steps.
+fn bar(done: usize, total: usize) -> String {
+    const WIDTH: usize = 20;
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    format!(
+        "[{}{}] {done:>w$}/{total}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled),
+        w = total.to_string().len()
+    )
+}
+
 /// Whether per-field counts `got` (`count_a=3,count_b=1`) are at least
 /// `want`'s, field by field.
 fn holds_at_least(got: &str, want: &str) -> bool {
@@ -760,7 +775,8 @@ impl Ctl {
             for layout in self.layout(&source.url).await? {
                 let (db, rps) = (&layout.db, &layout.rps);
                 let mut prepared: HashSet<String> = HashSet::new();
-                for m in &layout.measurements {
+                let total = layout.measurements.len();
+                for (done, m) in layout.measurements.iter().enumerate() {
                     // Node id → tag sets to drop there, after every policy is copied.
                     let mut leaving: BTreeMap<String, Vec<BTreeMap<String, String>>> =
                         BTreeMap::new();
@@ -808,7 +824,8 @@ impl Ctl {
                         self.copy_verified(&source.url, scope, &here, want, &mut report)
                             .await?;
                         self.say(&format!(
-                            "{}: {db}.{rp}.{m}: {} series, {copies} copied; so far {} points, {:.1} MB",
+                            "{} {}: {db}.{rp}.{m}: {} series, {copies} copied; so far {} points, {:.1} MB",
+                            bar(done + 1, total),
                             source.id,
                             here.len(),
                             report.points,
@@ -845,7 +862,8 @@ impl Ctl {
             for layout in self.layout(&source.url).await? {
                 let (db, rps) = (&layout.db, &layout.rps);
                 self.prepare(&source.url, &target, db).await?;
-                for m in &layout.measurements {
+                let total = layout.measurements.len();
+                for (done, m) in layout.measurements.iter().enumerate() {
                     for rp in rps {
                         let scope = layout.scope(rp, m);
                         let here = self.census(&source.url, scope).await?;
@@ -867,9 +885,10 @@ impl Ctl {
                         let copies = want.len();
                         self.copy_verified(&source.url, scope, &here, want, &mut report)
                             .await?;
-                        if copies > 0 {
+                        if copies > 0 || done + 1 == total {
                             self.say(&format!(
-                                "{} → {id}: {db}.{rp}.{m}: {copies} series copied; so far {} points, {:.1} MB",
+                                "{} {} → {id}: {db}.{rp}.{m}: {copies} series copied; so far {} points, {:.1} MB",
+                                bar(done + 1, total),
                                 source.id,
                                 report.points,
                                 report.bytes as f64 / 1e6
@@ -1133,6 +1152,14 @@ impl Ctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_bars() {
+        assert_eq!(bar(0, 4), "[....................] 0/4");
+        assert_eq!(bar(1, 4), "[#####...............] 1/4");
+        assert_eq!(bar(12, 12), "[####################] 12/12");
+        assert_eq!(bar(0, 0), "[####################] 0/0");
+    }
 
     #[test]
     fn a_copy_holds_at_least_its_source() {

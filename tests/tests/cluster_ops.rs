@@ -369,3 +369,67 @@ async fn a_node_is_refilled_from_the_raw_topic() {
             .expect("cleanup");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_node_killed_midway_is_finished_by_finish_move() {
+    let stack = PrivateStack::up(&[]).expect("a private stack");
+    stack.start("influx4").expect("the spare node");
+    let env = &stack.env;
+    let three: Vec<String> = env.influx_urls.clone();
+    let mut four = three.clone();
+    four.push(stack.influx_url(4));
+    let db = unique_name("resume");
+    let work = std::env::temp_dir().join(unique_name("resume"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let file = work.join("topology.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&topology(&three)).expect("json"),
+    )
+    .expect("file");
+    let mut config = env.config(&[]);
+    config.influx.replication = 2;
+    config.influx.rules = trident_e2e::one_rule_per_strategy();
+    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
+    write(&gateway, &db, &corpus()).await;
+    shutdown.trigger();
+
+    // Killed (SIGKILL) while it waits for services to follow the move version.
+    let mut child = Command::new(binary("trident-ctl"))
+        .arg("--topology")
+        .arg(&file)
+        .args([
+            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "3s",
+        ])
+        .spawn()
+        .expect("start trident-ctl");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().expect("kill trident-ctl");
+    let _ = child.wait();
+    let midway: Topology =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
+    assert!(
+        midway.moving.is_some() && midway.version == 2,
+        "killed during the move: {midway:?}"
+    );
+    let (ok, _) = ctl(
+        &file,
+        &["add-node", "--id", "x", "--url", "http://127.0.0.1:9"],
+    );
+    assert!(!ok, "a new move is refused while one is unfinished");
+
+    let (ok, report) = ctl(&file, &["finish-move", "--grace", "0s"]);
+    assert!(ok, "{report}");
+    let done: Topology =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
+    assert!(
+        done.moving.is_none() && done.version == 3 && done.nodes.len() == 4,
+        "{done:?}"
+    );
+    let placement = done.validate().expect("valid");
+    assert_eq!(
+        holdings(&four, &db).await,
+        expected(&placement, &db),
+        "finished as if never killed"
+    );
+}
