@@ -109,20 +109,28 @@ pub type Owns<'a> = &'a dyn Fn(usize, &str, &BTreeMap<String, String>) -> bool;
 /// The merged series of `answers` (one result object per node that
 /// answered, best node first), times written as `epoch` asks. A `SELECT`
 /// takes a series only from answers whose node `owns` it.
+///
+/// `points` are the same nodes' answers to [`crate::plan::Points`]'s
+/// statement when the plan has one (else empty).
 pub fn merge(
     merge: &Merge,
     answers: &[Value],
+    points: &[Value],
     epoch: Epoch,
     owns: Owns<'_>,
 ) -> Result<Vec<Value>, Error> {
-    let mut per_node = Vec::with_capacity(answers.len());
-    for (i, a) in answers.iter().enumerate() {
-        let mut series = series_of(a)?;
-        if !matches!(merge, Merge::Show { .. }) {
-            series.retain(|s| owns(i, &s.name, &s.tags));
+    let owned = |answers: &[Value]| -> Result<Vec<Vec<Series>>, Error> {
+        let mut per_node = Vec::with_capacity(answers.len());
+        for (i, a) in answers.iter().enumerate() {
+            let mut series = series_of(a)?;
+            if !matches!(merge, Merge::Show { .. }) {
+                series.retain(|s| owns(i, &s.name, &s.tags));
+            }
+            per_node.push(series);
         }
-        per_node.push(series);
-    }
+        Ok(per_node)
+    };
+    let per_node = owned(answers)?;
     match merge {
         Merge::Show {
             what,
@@ -136,7 +144,23 @@ pub fn merge(
             by_time,
             fill,
             point_time,
-        } => aggregate(shape, fields, *by_time, *fill, *point_time, per_node, epoch),
+            points: plan_points,
+        } => {
+            let chosen = match plan_points {
+                Some(p) => Some(first_last(shape, fields, p, owned(points)?)?),
+                None => None,
+            };
+            aggregate(
+                shape,
+                fields,
+                *by_time,
+                *fill,
+                *point_time,
+                per_node,
+                chosen,
+                epoch,
+            )
+        }
     }
 }
 
@@ -553,6 +577,79 @@ impl Acc {
     }
 }
 
+/// (group, bucket, projection) → the selected point (value, time).
+type Chosen = BTreeMap<(GroupKey, i64, usize), (Value, i64)>;
+
+/// `first`/`last` of every group and bucket, from raw points: the earliest
+/// (latest) point, a tie going to the larger value as InfluxDB's reducers
+/// do. Replicas of a series are united by time first.
+fn first_last(
+    shape: &Shape,
+    fields: &[Aggregate],
+    points: &crate::plan::Points,
+    per_node: Vec<Vec<Series>>,
+) -> Result<Chosen, Error> {
+    let regexes = regexes(&shape.group_tags)?;
+    let mut series: BTreeMap<String, (GroupKey, BTreeMap<i64, Vec<Value>>)> = BTreeMap::new();
+    for s in per_node.into_iter().flatten() {
+        let index: Vec<Option<usize>> = points
+            .columns
+            .iter()
+            .map(|(_, c)| s.columns.iter().position(|x| x == c))
+            .collect();
+        let group = (
+            s.name.clone(),
+            group_of(&s.tags, &shape.group_tags, &regexes),
+        );
+        let entry = series
+            .entry(s.key())
+            .or_insert_with(|| (group, BTreeMap::new()));
+        for row in &s.values {
+            let t = time_of(row)?;
+            entry.1.entry(t).or_insert_with(|| {
+                index
+                    .iter()
+                    .map(|i| i.and_then(|i| row.get(i)).cloned().unwrap_or(Value::Null))
+                    .collect()
+            });
+        }
+    }
+    let mut chosen = Chosen::new();
+    for (_, (group, rows)) in series {
+        for (t, values) in rows {
+            let bucket = points.bucket.map_or(0, |(interval, offset)| {
+                (t - offset).div_euclid(interval) * interval + offset
+            });
+            for ((field, _), v) in points.columns.iter().zip(values) {
+                if v.is_null() {
+                    continue;
+                }
+                let first = fields.get(*field).is_some_and(|f| f.func == Func::First);
+                let slot = chosen.entry((group.clone(), bucket, *field));
+                match slot {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert((v, t));
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let (cv, ct) = e.get();
+                        let by_value = value_cmp(&v, cv);
+                        let better = if first {
+                            t < *ct || (t == *ct && by_value.is_gt())
+                        } else {
+                            t > *ct || (t == *ct && by_value.is_gt())
+                        };
+                        if better {
+                            e.insert((v, t));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn aggregate(
     shape: &Shape,
     fields: &[Aggregate],
@@ -560,6 +657,7 @@ fn aggregate(
     fill: Fill,
     point_time: bool,
     per_node: Vec<Vec<Series>>,
+    chosen: Option<Chosen>,
     epoch: Epoch,
 ) -> Result<Vec<Value>, Error> {
     let regexes = regexes(&shape.group_tags)?;
@@ -596,6 +694,18 @@ fn aggregate(
                     .map(|i| i.and_then(|i| row.get(i)).unwrap_or(&Value::Null))
                     .collect();
                 acc.add(&parts, t);
+            }
+        }
+    }
+    if let Some(chosen) = chosen {
+        for (group, buckets) in &mut groups {
+            for (bucket, (_, accs)) in buckets.iter_mut() {
+                for (i, acc) in accs.iter_mut().enumerate() {
+                    if let Acc::Select(func @ (Func::First | Func::Last), _) = acc {
+                        let pick = chosen.get(&(group.clone(), *bucket, i)).cloned();
+                        *acc = Acc::Select(*func, pick);
+                    }
+                }
             }
         }
     }
@@ -707,7 +817,7 @@ mod tests {
         else {
             panic!("not a fan-out")
         };
-        merge(&m, answers, Epoch::Unit(1), &|_, _, _| true)
+        merge(&m, answers, &[], Epoch::Unit(1), &|_, _, _| true)
     }
 
     #[test]
@@ -762,12 +872,13 @@ mod tests {
         let out = merge(
             &m,
             &[stale.clone(), owner.clone()],
+            &[],
             Epoch::Unit(1),
             &|i, _, _| i == 1,
         )
         .unwrap();
         assert_eq!(out[0]["values"], json!([[0, 5]]));
-        let out = merge(&m, &[stale, owner], Epoch::Unit(1), &|_, _, _| true).unwrap();
+        let out = merge(&m, &[stale, owner], &[], Epoch::Unit(1), &|_, _, _| true).unwrap();
         assert_eq!(
             out[0]["values"],
             json!([[0, 3]]),

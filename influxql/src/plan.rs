@@ -77,7 +77,22 @@ pub enum Merge {
         /// One selector and no `GROUP BY time`: the answer's time is the
         /// selected point's.
         point_time: bool,
+        /// `first`/`last` across series: computed from raw points.
+        points: Option<Points>,
     },
+}
+
+/// `first()`/`last()` across series: nodes return a bucket's start, not the
+/// selected point's time, so the gateway picks them from the raw points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Points {
+    /// What every node runs besides the aggregate rewrite: the arguments
+    /// of `first`/`last`, raw, one series at a time.
+    pub statement: String,
+    /// (index of the projection, column of the points answer).
+    pub columns: Vec<(usize, String)>,
+    /// `GROUP BY time(interval, offset)` in nanoseconds; `None`: one bucket.
+    pub bucket: Option<(i64, i64)>,
 }
 
 /// What a merged answer looks like, common to raw and aggregate queries.
@@ -298,6 +313,7 @@ fn plan_select(
     }
     let mut fields = Vec::new();
     let mut parts = Vec::new();
+    let mut args: Vec<String> = Vec::new();
     for (i, f) in select.fields.iter().enumerate() {
         let func = match &f.kind {
             FieldKind::Call { func, .. } => Func::from_name(func),
@@ -309,6 +325,7 @@ fn plan_select(
                 f.expr
             )));
         };
+        args.push(arg.clone());
         let columns: Vec<String> = func
             .parts()
             .iter()
@@ -333,22 +350,44 @@ fn plan_select(
     let by_time = select.group_time.is_some();
     let point_time = !by_time && fields.len() == 1 && fields[0].func.is_selector();
     let whole_series = select.group_tags.contains(&GroupTag::All);
-    if !point_time
+    let needs_points = !point_time
         && !whole_series
-        && let Some(f) = fields
+        && fields
             .iter()
-            .find(|f| matches!(f.func, Func::First | Func::Last))
-    {
-        return Err(Error::Unsupported(format!(
-            "`{}` across series on several nodes needs each point's time, which nodes do not return {}: {why_not_one_owner}; select it alone without GROUP BY time(), or GROUP BY *",
-            f.name,
-            if by_time {
-                "per time() bucket"
-            } else {
-                "beside other aggregates"
+            .any(|f| matches!(f.func, Func::First | Func::Last));
+    let points = if needs_points {
+        if select.tz.is_some() {
+            return Err(Error::Unsupported(format!(
+                "first()/last() across series with tz() are answered only when one node owns the data; {why_not_one_owner}"
+            )));
+        }
+        let bucket = match &select.group_time {
+            None => None,
+            Some(time) => Some(time_bucket(time).ok_or_else(|| {
+                Error::Unsupported(format!("cannot read the interval of `{time}`"))
+            })?),
+        };
+        let mut projections = Vec::new();
+        let mut columns = Vec::new();
+        for (i, (f, arg)) in fields.iter().zip(&args).enumerate() {
+            if matches!(f.func, Func::First | Func::Last) {
+                let column = format!("__trident_point_{i}");
+                projections.push(format!("{arg} AS \"{column}\""));
+                columns.push((i, column));
             }
-        )));
-    }
+        }
+        Some(Points {
+            statement: format!(
+                "SELECT {} FROM {}{condition} GROUP BY *{tz}",
+                projections.join(", "),
+                select.from
+            ),
+            columns,
+            bucket,
+        })
+    } else {
+        None
+    };
     let mut statement = format!(
         "SELECT {} FROM {}{condition} GROUP BY ",
         parts.join(", "),
@@ -374,8 +413,56 @@ fn plan_select(
             by_time,
             fill: select.fill,
             point_time,
+            points,
         },
     })
+}
+
+/// `time(1m)` or `time(1h, -15m)`: (interval, offset) in nanoseconds.
+fn time_bucket(group_time: &str) -> Option<(i64, i64)> {
+    let inner = group_time
+        .trim()
+        .strip_prefix("time")?
+        .trim()
+        .strip_prefix('(')?
+        .strip_suffix(')')?;
+    let mut parts = inner.split(',').map(str::trim);
+    let interval = duration_ns(parts.next()?)?;
+    let offset = match parts.next() {
+        None => 0,
+        Some(o) => match o.strip_prefix('-') {
+            Some(rest) => -duration_ns(rest.trim())?,
+            None => duration_ns(o)?,
+        },
+    };
+    (interval > 0 && parts.next().is_none()).then_some((interval, offset))
+}
+
+/// An InfluxQL duration literal (`90s`, `1h30m`, `100ms`) in nanoseconds.
+fn duration_ns(text: &str) -> Option<i64> {
+    const UNITS: [(&str, i64); 10] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µ", 1_000),
+        ("u", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+        ("w", 604_800_000_000_000),
+    ];
+    let mut rest = text;
+    let mut total: i64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, scale) = UNITS.iter().find(|(u, _)| rest.starts_with(u))?;
+        total = total.checked_add(n.checked_mul(*scale)?)?;
+        rest = &rest[unit.len()..];
+    }
+    (total > 0).then_some(total)
 }
 
 /// A projection as a node must run it, its name kept.
@@ -490,6 +577,7 @@ mod tests {
             fill,
             point_time,
             shape,
+            points: None,
         } = merge
         else {
             panic!()
@@ -529,12 +617,8 @@ mod tests {
                 "cannot be merged exactly",
             ),
             (
-                "SELECT first(v) FROM cpu GROUP BY time(1m)",
-                "per time() bucket",
-            ),
-            (
-                "SELECT last(v), count(v) FROM cpu",
-                "beside other aggregates",
+                "SELECT first(v) FROM cpu GROUP BY time(1m) tz('Europe/Paris')",
+                "tz()",
             ),
             ("SELECT v INTO x FROM cpu", "INTO"),
             ("SELECT v FROM (SELECT v FROM cpu)", "subqueries"),
@@ -549,6 +633,33 @@ mod tests {
         }
         assert!(plan_of("SELECT first(v) FROM cpu GROUP BY time(1m), *", Some("t")).is_ok());
         assert!(plan_of("SELECT first(v) FROM cpu", Some("t")).is_ok());
+    }
+
+    #[test]
+    fn first_and_last_across_series_come_from_raw_points() {
+        let Ok(Plan::Fanout {
+            merge:
+                Merge::Aggregate {
+                    points: Some(points),
+                    ..
+                },
+            ..
+        }) = plan_of(
+            "SELECT count(v), first(v), last(w) FROM cpu WHERE time > 0 GROUP BY time(1m, -15s), host",
+            Some("t"),
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(
+            points.statement,
+            "SELECT v AS \"__trident_point_1\", w AS \"__trident_point_2\" FROM cpu WHERE time > 0 GROUP BY *"
+        );
+        assert_eq!(points.bucket, Some((60_000_000_000, -15_000_000_000)));
+        assert_eq!(time_bucket("time(1h30m)"), Some((5_400_000_000_000, 0)));
+        assert_eq!(time_bucket("time(0s)"), None);
+        assert_eq!(duration_ns("100ms"), Some(100_000_000));
+        assert_eq!(duration_ns("5x"), None);
     }
 
     #[test]

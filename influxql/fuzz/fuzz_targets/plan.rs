@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let answer: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
     for s in &statements {
         if let Ok(Plan::Fanout { merge, .. }) = trident_influxql::plan(s, &placement, Some("db")) {
-            let _ = trident_influxql::merge(&merge, &[answer.clone(), answer.clone()], Epoch::Rfc3339, &|i, _, _| i == 0);
+            let _ = trident_influxql::merge(&merge, &[answer.clone(), answer.clone()], &[answer.clone()], Epoch::Rfc3339, &|i, _, _| i == 0);
         }
     }
 });

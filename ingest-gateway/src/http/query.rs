@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 
 use serde_json::{Map, Value, json};
 use trident_influx_client::statement as run_statement;
-use trident_influxql::plan::Plan;
+use trident_influxql::plan::{Merge, Plan};
 use trident_influxql::statement::{Source, StatementKind};
 use trident_influxql::time::Epoch;
 use trident_influxql::{Statement, merge, parse, plan};
@@ -296,7 +296,27 @@ async fn execute(
                     series_shard_key(placement.strategy_for(db, measurement), measurement, &tags);
                 placement.read_owners(shard_hash(&key)).contains(node)
             };
-            let series = match merge(&how, &ok, epoch, &owns) {
+            // first()/last() across series: the same nodes' raw points.
+            let mut points = Vec::new();
+            if let Merge::Aggregate {
+                points: Some(p), ..
+            } = &how
+            {
+                let raw = on_all(cluster, &view, &answered, &p.statement, params, Some("ns")).await;
+                for (i, a) in raw {
+                    match a {
+                        Ok(a) if a.get("error").is_none() => points.push(a),
+                        Ok(a) => return error(a["error"].as_str().unwrap_or_default()),
+                        Err(e) => {
+                            return error(format!(
+                                "node {} answered the aggregate but not its points: {e}",
+                                nodes[i].id
+                            ));
+                        }
+                    }
+                }
+            }
+            let series = match merge(&how, &ok, &points, epoch, &owns) {
                 Ok(series) => series,
                 Err(e) => return error(e),
             };
