@@ -433,3 +433,69 @@ async fn an_add_node_killed_midway_is_finished_by_finish_move() {
         "finished as if never killed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_interrupted_by_a_dead_node_is_finished_once_it_is_back() {
+    let stack = PrivateStack::up(&[]).expect("a private stack");
+    stack.start("influx4").expect("the spare node");
+    let env = &stack.env;
+    let three: Vec<String> = env.influx_urls.clone();
+    let mut four = three.clone();
+    four.push(stack.influx_url(4));
+    let db = unique_name("nodedown");
+    let work = std::env::temp_dir().join(unique_name("nodedown"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let file = work.join("topology.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&topology(&three)).expect("json"),
+    )
+    .expect("file");
+    let mut config = env.config(&[]);
+    config.influx.replication = 2;
+    config.influx.rules = trident_e2e::one_rule_per_strategy();
+    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
+    write(&gateway, &db, &corpus()).await;
+    shutdown.trigger();
+
+    // Node 2 dies (SIGKILL) while add-node waits on the move version; the
+    // copy that follows cannot read it, and the command stops.
+    let mut command = Command::new(binary("trident-ctl"));
+    command.arg("--topology").arg(&file).args([
+        "--timeout",
+        "5s",
+        "add-node",
+        "--id",
+        &four[3],
+        "--url",
+        &four[3],
+        "--grace",
+        "2s",
+    ]);
+    let kill = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        stack.kill("influx2").expect("kill influx2");
+    };
+    let (out, ()) = tokio::join!(tokio::task::spawn_blocking(move || command.output()), kill);
+    let out = out.expect("join").expect("run trident-ctl");
+    assert!(
+        !out.status.success(),
+        "the move cannot finish with a node down"
+    );
+    let midway: Topology =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
+    assert!(midway.moving.is_some(), "stopped mid-move: {midway:?}");
+
+    stack.start("influx2").expect("node 2 back");
+    let (ok, report) = ctl(&file, &["finish-move", "--grace", "0s"]);
+    assert!(ok, "{report}");
+    let done: Topology =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("topology");
+    assert!(done.moving.is_none() && done.nodes.len() == 4, "{done:?}");
+    let placement = done.validate().expect("valid");
+    assert_eq!(
+        holdings(&four, &db).await,
+        expected(&placement, &db),
+        "finished once the node was back"
+    );
+}
