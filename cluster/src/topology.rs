@@ -225,6 +225,17 @@ impl Placement {
             .map_or(&self.default_strategy, |(_, _, s)| s)
     }
 
+    /// The shard hash of the series of `measurement` in `database` with
+    /// `tags` (non-empty values): what its points were placed by.
+    pub fn series_hash(&self, database: &str, measurement: &str, tags: &[(&str, &str)]) -> u64 {
+        let strategy = self.strategy_for(database, measurement);
+        trident_line_protocol::shard_hash(&trident_line_protocol::series_shard_key(
+            strategy,
+            measurement,
+            tags,
+        ))
+    }
+
     /// Node indices (in the topology's `nodes`) a point whose shard hash
     /// is `hash` is written to: its owners, best first, and during a move
     /// its owners on both sides.

@@ -23,12 +23,11 @@
 //! resumed by running it again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::Value;
-use trident_cluster::{Placement, Topology};
+use trident_cluster::Placement;
 use trident_influx_client::{quote_ident, send, statement};
 use trident_line_protocol::{LineWriter, Point, Value as FieldValue, parse_lines};
 
@@ -44,14 +43,6 @@ pub enum Error {
     /// The topology is not usable.
     #[error("invalid topology: {0}")]
     Topology(#[from] trident_cluster::Error),
-    /// A topology file cannot be read.
-    #[error("cannot read the topology file {path}: {reason}")]
-    File {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
     /// A node refused or could not be reached.
     #[error(transparent)]
     Node(#[from] trident_influx_client::Error),
@@ -90,20 +81,6 @@ pub enum Error {
     /// The raw topic cannot be read to its end.
     #[error("cannot replay the raw topic: {0}")]
     Topic(String),
-}
-
-/// Reads a topology from a JSON or TOML file (by extension).
-pub fn load_topology(path: &Path) -> Result<Topology, Error> {
-    let file = |reason: String| Error::File {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
-    if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| file(e.to_string()))
-    } else {
-        toml::from_str(&text).map_err(|e| file(e.to_string()))
-    }
 }
 
 /// What an operation found and did.
@@ -234,30 +211,6 @@ fn holds_at_least(got: &str, want: &str) -> bool {
         .all(|(k, n)| got.get(k).is_some_and(|g| g >= n))
 }
 
-/// The shard hash of a series under `placement`.
-fn hash_of(
-    placement: &Placement,
-    db: &str,
-    measurement: &str,
-    tags: &BTreeMap<String, String>,
-) -> Option<u64> {
-    let point = Point {
-        measurement: measurement.to_owned(),
-        tags: tags
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        fields: vec![("_".to_owned(), FieldValue::Float(0.0))],
-        timestamp: None,
-    };
-    let mut writer = LineWriter::new();
-    writer.write_point(&point).ok()?;
-    let line = parse_lines(writer.as_bytes()).next()?.ok()?;
-    let strategy = placement.strategy_for(db, measurement);
-    Some(line.shard_hash(strategy, &mut Vec::new()))
-}
-
 /// Owner ids of a series, best first.
 fn owners(
     placement: &Placement,
@@ -265,9 +218,15 @@ fn owners(
     measurement: &str,
     tags: &BTreeMap<String, String>,
 ) -> Vec<String> {
-    hash_of(placement, db, measurement, tags)
-        .map(|h| placement.owners(h).map(|n| n.id.clone()).collect())
-        .unwrap_or_default()
+    let tags: Vec<(&str, &str)> = tags
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    placement
+        .owners(placement.series_hash(db, measurement, &tags))
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 /// A field of a copied row, typed as the source declares it.

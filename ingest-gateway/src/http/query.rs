@@ -27,7 +27,6 @@ use trident_influxql::plan::{Merge, Plan};
 use trident_influxql::statement::{Source, StatementKind};
 use trident_influxql::time::Epoch;
 use trident_influxql::{Statement, merge, parse, plan};
-use trident_line_protocol::{series_shard_key, shard_hash};
 
 use super::{AppState, auth_error, authenticated, error_body};
 use crate::fanout::influx::{ClusterSink, View};
@@ -292,9 +291,9 @@ async fn execute(
                     .filter(|(_, v)| !v.is_empty())
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let key =
-                    series_shard_key(placement.strategy_for(db, measurement), measurement, &tags);
-                placement.read_owners(shard_hash(&key)).contains(node)
+                placement
+                    .read_owners(placement.series_hash(db, measurement, &tags))
+                    .contains(node)
             };
             // first()/last() across series: the same nodes' raw points.
             let mut points = Vec::new();
