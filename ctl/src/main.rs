@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trident_cluster::{Move, Node, Topology};
-use trident_ctl::{Ctl, Progress, Report, load_topology};
-use trident_service::topology::{Source, etcd_get, etcd_put_if, followers, parse};
+use trident_ctl::{Ctl, Progress, Report};
+use trident_service::topology::{Source, etcd_get, etcd_put_if, followers, parse, read_file};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -224,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     match &cli.command {
         Command::Publish { file } => {
-            let topology = load_topology(file)?;
+            let topology = read_file(file)?;
             topology.clone().validate()?;
             publish(&cli, &topology).await?;
         }
@@ -264,8 +264,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Rebalance { from, to, keep } => {
-            let old = load_topology(from)?.validate()?;
-            let new = load_topology(to)?.validate()?;
+            let old = read_file(from)?.validate()?;
+            let new = read_file(to)?.validate()?;
             print(&ctl.rebalance(&old, &new, !keep).await?, started);
         }
         Command::FinishMove => {

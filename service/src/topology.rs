@@ -80,17 +80,9 @@ impl Source {
             Source::File(path) => {
                 // A small file, read on the blocking pool.
                 let owned = path.clone();
-                let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(owned))
+                tokio::task::spawn_blocking(move || read_file(&owned))
                     .await
-                    .map_err(|e| topology_error(e.to_string()))?;
-                let text = read.map_err(|e| {
-                    topology_error(format!(
-                        "cannot read the topology file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                parse(&text, path.extension().is_some_and(|e| e == "json"))
-                    .map_err(|e| topology_error(format!("{}: {e}", path.display())))
+                    .map_err(|e| topology_error(e.to_string()))?
             }
             Source::Etcd { endpoints, key } => {
                 let Some((text, _)) = etcd_get(client, endpoints, key).await? else {
@@ -102,6 +94,18 @@ impl Source {
             }
         }
     }
+}
+
+/// The topology in a JSON (by extension) or TOML file.
+pub fn read_file(path: &std::path::Path) -> Result<Topology> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        topology_error(format!(
+            "cannot read the topology file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse(&text, path.extension().is_some_and(|e| e == "json"))
+        .map_err(|e| topology_error(format!("{}: {e}", path.display())))
 }
 
 /// A topology from JSON (`json`) or TOML text.
