@@ -346,6 +346,51 @@ fn finish(
     cut(out, shape.soffset, shape.slimit)
 }
 
+/// Series key → (output group, rows by time).
+type United = BTreeMap<String, (GroupKey, BTreeMap<i64, Vec<Value>>)>;
+
+/// Series key → (output group, rows by time, as `columns`): replicas of a
+/// series united by time (a series holds one point per time). Columns
+/// named in `tag_columns` take the series' tag value.
+fn united(
+    per_node: Vec<Vec<Series>>,
+    dims: &[GroupTag],
+    regexes: &[Regex],
+    columns: &[String],
+    tag_columns: &[String],
+) -> Result<United, Error> {
+    let mut series = United::new();
+    for s in per_node.into_iter().flatten() {
+        let index: Vec<Option<usize>> = columns
+            .iter()
+            .map(|c| s.columns.iter().skip(1).position(|x| x == c).map(|i| i + 1))
+            .collect();
+        let group = (s.name.clone(), group_of(&s.tags, dims, regexes));
+        let entry = series
+            .entry(s.key())
+            .or_insert_with(|| (group, BTreeMap::new()));
+        for row in &s.values {
+            let t = time_of(row)?;
+            entry.1.entry(t).or_insert_with(|| {
+                columns
+                    .iter()
+                    .zip(&index)
+                    .map(|(c, i)| match i {
+                        Some(i) => row.get(*i).cloned().unwrap_or(Value::Null),
+                        None if tag_columns.contains(c) => s
+                            .tags
+                            .get(c)
+                            .filter(|v| !v.is_empty())
+                            .map_or(Value::Null, |v| Value::from(v.as_str())),
+                        None => Value::Null,
+                    })
+                    .collect()
+            });
+        }
+    }
+    Ok(series)
+}
+
 fn raw(shape: &Shape, per_node: Vec<Vec<Series>>, epoch: Epoch) -> Result<Vec<Value>, Error> {
     let regexes = regexes(&shape.group_tags)?;
     // The columns of the answer (without time).
@@ -371,39 +416,13 @@ fn raw(shape: &Shape, per_node: Vec<Vec<Series>>, epoch: Epoch) -> Result<Vec<Va
         columns.extend(tag_columns.iter().cloned());
         columns.sort();
     }
-    // Series key → (group, rows by time); replicas united by time.
-    let mut series: BTreeMap<String, (GroupKey, BTreeMap<i64, Vec<Value>>)> = BTreeMap::new();
-    for s in per_node.into_iter().flatten() {
-        let index: Vec<Option<usize>> = columns
-            .iter()
-            .map(|c| s.columns.iter().skip(1).position(|x| x == c).map(|i| i + 1))
-            .collect();
-        let group = (
-            s.name.clone(),
-            group_of(&s.tags, &shape.group_tags, &regexes),
-        );
-        let entry = series
-            .entry(s.key())
-            .or_insert_with(|| (group, BTreeMap::new()));
-        for row in &s.values {
-            let t = time_of(row)?;
-            entry.1.entry(t).or_insert_with(|| {
-                columns
-                    .iter()
-                    .zip(&index)
-                    .map(|(c, i)| match i {
-                        Some(i) => row.get(*i).cloned().unwrap_or(Value::Null),
-                        None if tag_columns.contains(c) => s
-                            .tags
-                            .get(c)
-                            .filter(|v| !v.is_empty())
-                            .map_or(Value::Null, |v| Value::from(v.as_str())),
-                        None => Value::Null,
-                    })
-                    .collect()
-            });
-        }
-    }
+    let series = united(
+        per_node,
+        &shape.group_tags,
+        &regexes,
+        &columns,
+        &tag_columns,
+    )?;
     // Rows of a group in time order, series key order among equal times.
     let mut groups: BTreeMap<GroupKey, Vec<(i64, Vec<Value>)>> = BTreeMap::new();
     for (_, (group, rows)) in series {
@@ -590,30 +609,8 @@ fn first_last(
     per_node: Vec<Vec<Series>>,
 ) -> Result<Chosen, Error> {
     let regexes = regexes(&shape.group_tags)?;
-    let mut series: BTreeMap<String, (GroupKey, BTreeMap<i64, Vec<Value>>)> = BTreeMap::new();
-    for s in per_node.into_iter().flatten() {
-        let index: Vec<Option<usize>> = points
-            .columns
-            .iter()
-            .map(|(_, c)| s.columns.iter().position(|x| x == c))
-            .collect();
-        let group = (
-            s.name.clone(),
-            group_of(&s.tags, &shape.group_tags, &regexes),
-        );
-        let entry = series
-            .entry(s.key())
-            .or_insert_with(|| (group, BTreeMap::new()));
-        for row in &s.values {
-            let t = time_of(row)?;
-            entry.1.entry(t).or_insert_with(|| {
-                index
-                    .iter()
-                    .map(|i| i.and_then(|i| row.get(i)).cloned().unwrap_or(Value::Null))
-                    .collect()
-            });
-        }
-    }
+    let names: Vec<String> = points.columns.iter().map(|(_, c)| c.clone()).collect();
+    let series = united(per_node, &shape.group_tags, &regexes, &names, &[])?;
     let mut chosen = Chosen::new();
     for (_, (group, rows)) in series {
         for (t, values) in rows {
