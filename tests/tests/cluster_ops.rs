@@ -370,16 +370,18 @@ async fn a_node_is_refilled_from_the_raw_topic() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_add_node_killed_midway_is_finished_by_finish_move() {
+/// A private stack with its spare node, the corpus written through a
+/// gateway on its three nodes, and their topology in a file: the stack,
+/// the four node URLs, the database and the file.
+async fn placed_on_three(name: &str) -> (PrivateStack, Vec<String>, String, std::path::PathBuf) {
     let stack = PrivateStack::up(&[]).expect("a private stack");
     stack.start("influx4").expect("the spare node");
     let env = &stack.env;
     let three: Vec<String> = env.influx_urls.clone();
     let mut four = three.clone();
     four.push(stack.influx_url(4));
-    let db = unique_name("resume");
-    let work = std::env::temp_dir().join(unique_name("resume"));
+    let db = unique_name(name);
+    let work = std::env::temp_dir().join(unique_name(name));
     std::fs::create_dir_all(&work).expect("work dir");
     let file = work.join("topology.json");
     std::fs::write(
@@ -393,6 +395,12 @@ async fn an_add_node_killed_midway_is_finished_by_finish_move() {
     let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
     write(&gateway, &db, &corpus()).await;
     shutdown.trigger();
+    (stack, four, db, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_node_killed_midway_is_finished_by_finish_move() {
+    let (_stack, four, db, file) = placed_on_three("resume").await;
 
     // Killed (SIGKILL) while it waits for services to follow the move version.
     let mut child = Command::new(binary("trident-ctl"))
@@ -436,27 +444,7 @@ async fn an_add_node_killed_midway_is_finished_by_finish_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_interrupted_by_a_dead_node_is_finished_once_it_is_back() {
-    let stack = PrivateStack::up(&[]).expect("a private stack");
-    stack.start("influx4").expect("the spare node");
-    let env = &stack.env;
-    let three: Vec<String> = env.influx_urls.clone();
-    let mut four = three.clone();
-    four.push(stack.influx_url(4));
-    let db = unique_name("nodedown");
-    let work = std::env::temp_dir().join(unique_name("nodedown"));
-    std::fs::create_dir_all(&work).expect("work dir");
-    let file = work.join("topology.json");
-    std::fs::write(
-        &file,
-        serde_json::to_string(&topology(&three)).expect("json"),
-    )
-    .expect("file");
-    let mut config = env.config(&[]);
-    config.influx.replication = 2;
-    config.influx.rules = trident_e2e::one_rule_per_strategy();
-    let (gateway, shutdown) = trident_e2e::spawn_gateway(config).await;
-    write(&gateway, &db, &corpus()).await;
-    shutdown.trigger();
+    let (stack, four, db, file) = placed_on_three("nodedown").await;
 
     // Node 2 dies (SIGKILL) while add-node waits on the move version; the
     // copy that follows cannot read it, and the command stops.

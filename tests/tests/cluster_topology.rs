@@ -300,6 +300,18 @@ async fn a_node_added_and_removed_under_load_loses_nothing() {
         log.acked.len()
     );
     assert!(log.first_refusal.is_none(), "{:?}", log.first_refusal);
+    // After: with every request answered, the count is exactly what was
+    // acknowledged — nothing missing, nothing counted twice.
+    if log.statuses.iter().all(|s| (200..300).contains(s)) {
+        let v = trident_e2e::influx_query(&gateway, "SELECT count(seq) FROM grow", Some(&db))
+            .await
+            .expect("count");
+        assert_eq!(
+            v["results"][0]["series"][0]["values"][0][1].as_u64(),
+            Some(log.acked.len() as u64),
+            "{v}"
+        );
+    }
 
     let after: Topology = {
         let client = reqwest::Client::new();
