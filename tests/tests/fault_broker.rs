@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use trident_e2e::{PrivateStack, ServiceProcess, WriteLoad, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +81,7 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
 
     // The broker returns: the spool drains, writes are acknowledged again.
     stack.start("kafka").expect("start the broker");
+    let back = std::time::Instant::now();
     let health =
         trident_e2e::wait_for_json(&format!("{url}/health"), Duration::from_secs(120), |h| {
             h["components"]["sink:kafka"]["status"] == "up"
@@ -89,6 +91,7 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
         health["components"]["sink:kafka"]["status"], "up",
         "the spool drained: {health}"
     );
+    let drained = back.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = load.stop().await;
     assert_eq!(
@@ -108,17 +111,25 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
     let wanted: BTreeSet<u64> = log.acked.iter().copied().collect();
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
     let mut partition_of: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !wanted.iter().all(|s| seen.contains_key(s)) && std::time::Instant::now() < deadline {
+    let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    // The broker serves about a thousand records a second here (tansu on
+    // SQLite), and how many there are depends on how long the spool took
+    // to drain under the load: read for as long as records keep coming.
+    let mut last_record = std::time::Instant::now();
+    while !wanted.iter().all(|s| seen.contains_key(s))
+        && last_record.elapsed() < Duration::from_secs(60)
+    {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
+        last_record = std::time::Instant::now();
         let message = message.expect("message");
         let key = message.key().unwrap_or_default().to_vec();
         let p = *partition_of
             .entry(key.clone())
             .or_insert(message.partition());
         assert_eq!(p, message.partition(), "a series moved partitions");
+        last_offset.insert(message.partition(), message.offset());
         let payload = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
         for line in payload.lines() {
             let seq = line
@@ -133,11 +144,35 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
     let duplicated = seen.values().filter(|&&n| n > 1).count();
     println!(
         "acknowledged {} lines ({} requests, first 503 at request {first_503}); \
+         the spool drained {drained:.1?} after the broker was started; \
          in the raw topic: {} distinct, {duplicated} more than once; missing: {missing}",
         log.acked.len(),
         log.statuses.len(),
         seen.len()
     );
+    if missing > 0 {
+        // Whether the broker lacks them or the consumer did not get there.
+        for p in 0..partitions {
+            let marks = consumer.fetch_watermarks(&stack.env.raw_topic, p, Duration::from_secs(5));
+            println!(
+                "partition {p}: last offset read {:?}, watermarks {marks:?}",
+                last_offset.get(&p)
+            );
+        }
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &s in wanted.iter().filter(|s| !seen.contains_key(s)) {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == s => *end = s,
+                _ => ranges.push((s, s)),
+            }
+        }
+        let first_refused = first_503 * 200;
+        println!(
+            "missing seq ranges ({} of them, the first 503 at seq {first_refused}): {:?}",
+            ranges.len(),
+            &ranges[..ranges.len().min(40)]
+        );
+    }
     assert_eq!(missing, 0, "acknowledged lines missing from the raw topic");
     let _ = std::fs::remove_dir_all(&work);
 }

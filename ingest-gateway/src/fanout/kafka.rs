@@ -12,9 +12,11 @@
 //! when the broker does not answer within `kafka.delivery_timeout` — once
 //! the request's records are in the on-disk spool; while the spool is not
 //! empty new writes go to it too, so records keep their order. A replayer
-//! produces the spool back, with its original keys and timestamps, when the
-//! broker returns. Spooled records are delivered at least once: a record
-//! the broker stored but did not acknowledge in time is produced again.
+//! produces the spool back, in order, when the broker returns: each line in
+//! its shard key's partition, consecutive requests joined into larger
+//! records that carry the newest joined ingest time. Spooled records are
+//! delivered at least once: a record the broker stored but did not
+//! acknowledge in time is produced again.
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -356,21 +358,25 @@ impl RawSink {
                     continue;
                 }
             };
-            let mut pending = Vec::with_capacity(batch.len());
-            for entry in &batch {
-                let parsed = spool::decode(entry).and_then(|f| {
-                    let ts = i64::from_le_bytes(f.get(2)?.get(..8)?.try_into().ok()?);
-                    (f.len() >= 3 && f.len() % 2 == 1).then_some((f, ts))
-                });
-                let Some((fields, ts)) = parsed else {
+            // Consecutive entries of one db/rp share records: one per
+            // partition for up to `REPLAY_RECORD_BYTES` of entries, not one
+            // per partition per entry. A broker that pays per record (tansu
+            // on SQLite stores about a thousand a second here) drains the
+            // spool many times faster; the record's timestamp is its newest
+            // entry's, so a reader looking up "since T" never skips a line
+            // ingested after T.
+            let runs = replay_runs(&batch);
+            let mut pending = Vec::with_capacity(runs.len());
+            for run in &runs {
+                if run.entries == 0 {
                     pending.push(None);
                     continue;
-                };
-                let db = String::from_utf8_lossy(fields[0]);
-                let rp = String::from_utf8_lossy(fields[1]);
-                let records: Vec<(&[u8], &[u8])> =
-                    fields[3..].chunks(2).map(|kv| (kv[0], kv[1])).collect();
-                match self.enqueue(&producer, partitions, &db, &rp, ts, &records) {
+                }
+                let (db, rp) = (
+                    String::from_utf8_lossy(run.db),
+                    String::from_utf8_lossy(run.rp),
+                );
+                match self.enqueue(&producer, partitions, &db, &rp, run.ts, &run.records) {
                     Ok(deliveries) => pending.push(Some(deliveries)),
                     Err(e) => {
                         tracing::debug!(error = %e, "replay to the broker failed");
@@ -378,10 +384,9 @@ impl RawSink {
                     }
                 }
             }
-            let mut failed = pending.len() < batch.len();
+            let mut failed = pending.len() < runs.len();
             let mut delivered = 0;
-            let mut bytes = 0;
-            for (entry, deliveries) in batch.iter().zip(pending) {
+            for (run, deliveries) in runs.iter().zip(pending) {
                 match deliveries {
                     Some(deliveries) => {
                         if let Err(e) = self.acknowledged(deliveries).await {
@@ -390,16 +395,16 @@ impl RawSink {
                             break;
                         }
                         metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
-                            .increment(1);
+                            .increment(run.entries as u64);
                     }
                     None => {
                         tracing::error!(spool = %name, "an unreadable spool entry was dropped");
                         metrics::counter!("trident_gateway_spool_dropped_total", "spool" => name.clone(), "reason" => "unreadable").increment(1);
                     }
                 }
-                delivered += 1;
-                bytes += entry.len() as u64;
+                delivered += run.entries.max(1);
             }
+            let bytes: u64 = batch.iter().take(delivered).map(|e| e.len() as u64).sum();
             if failed {
                 self.renew();
             }
@@ -416,5 +421,135 @@ impl RawSink {
                 backoff.reset();
             }
         }
+    }
+}
+
+/// At most this many payload bytes of spool entries go into one replayed
+/// record per partition (librdkafka refuses records over
+/// `message.max.bytes`, 1 MB by default).
+const REPLAY_RECORD_BYTES: usize = 512 << 10;
+
+/// Spool entries grouped into runs, in order.
+fn replay_runs(batch: &[Vec<u8>]) -> Vec<ReplayRun<'_>> {
+    let mut runs: Vec<ReplayRun<'_>> = Vec::new();
+    for entry in batch {
+        let next = ReplayRun::of(entry);
+        match runs.last_mut() {
+            Some(run) if run.takes(&next) => run.join(next),
+            _ => runs.push(next),
+        }
+    }
+    runs
+}
+
+/// Consecutive spool entries replayed as one set of records.
+struct ReplayRun<'a> {
+    db: &'a [u8],
+    rp: &'a [u8],
+    /// The newest entry's ingest time.
+    ts: i64,
+    records: Vec<(&'a [u8], &'a [u8])>,
+    bytes: usize,
+    /// Spool entries in the run; 0 for one unreadable entry.
+    entries: usize,
+}
+
+impl<'a> ReplayRun<'a> {
+    /// The run of one spool entry: db, rp, ingest time and records, or
+    /// an unreadable entry's empty run.
+    fn of(entry: &'a [u8]) -> Self {
+        let decoded = spool::decode(entry).and_then(|fields| {
+            let ts = i64::from_le_bytes(fields.get(2)?.get(..8)?.try_into().ok()?);
+            (fields.len() >= 3 && fields.len() % 2 == 1).then_some((fields, ts))
+        });
+        let Some((fields, ts)) = decoded else {
+            return Self {
+                db: b"",
+                rp: b"",
+                ts: 0,
+                records: Vec::new(),
+                bytes: 0,
+                entries: 0,
+            };
+        };
+        let records: Vec<(&[u8], &[u8])> = fields[3..].chunks(2).map(|kv| (kv[0], kv[1])).collect();
+        Self {
+            db: fields[0],
+            rp: fields[1],
+            ts,
+            bytes: records.iter().map(|(_, p)| p.len()).sum(),
+            records,
+            entries: 1,
+        }
+    }
+
+    /// Whether `next` joins this run: both readable, same db and rp, and
+    /// the joined records within `REPLAY_RECORD_BYTES`.
+    fn takes(&self, next: &Self) -> bool {
+        self.entries > 0
+            && next.entries > 0
+            && self.db == next.db
+            && self.rp == next.rp
+            && self.bytes + next.bytes <= REPLAY_RECORD_BYTES
+    }
+
+    fn join(&mut self, next: Self) {
+        self.ts = self.ts.max(next.ts);
+        self.records.extend(next.records);
+        self.bytes += next.bytes;
+        self.entries += next.entries;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(db: &str, ts: i64, records: &[(&str, &str)]) -> Vec<u8> {
+        let ts = ts.to_le_bytes();
+        let mut fields: Vec<&[u8]> = vec![db.as_bytes(), b"", &ts];
+        for (k, p) in records {
+            fields.push(k.as_bytes());
+            fields.push(p.as_bytes());
+        }
+        spool::encode(&fields)
+    }
+
+    #[test]
+    fn replay_joins_consecutive_entries_of_one_database_up_to_the_record_limit() {
+        let big = "x".repeat(REPLAY_RECORD_BYTES / 2 + 1);
+        let batch = vec![
+            entry(
+                "a",
+                10,
+                &[("cpu,h=1", "cpu,h=1 v=1 1\n"), ("mem", "mem v=1 1\n")],
+            ),
+            entry("a", 30, &[("cpu,h=1", "cpu,h=1 v=2 2\n")]),
+            entry("a", 20, &[("disk", "disk v=1 1\n")]),
+            entry("b", 40, &[("cpu,h=1", "cpu,h=1 v=3 3\n")]),
+            b"\x09not an entry".to_vec(),
+            entry("b", 50, &[("k", &big)]),
+            entry("b", 60, &[("k", &big)]),
+        ];
+        let runs = replay_runs(&batch);
+        let shape: Vec<(&[u8], usize, usize, i64)> = runs
+            .iter()
+            .map(|r| (r.db, r.entries, r.records.len(), r.ts))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (&b"a"[..], 3, 4, 30),
+                (&b"b"[..], 1, 1, 40),
+                (&b""[..], 0, 0, 0),
+                (&b"b"[..], 1, 1, 50),
+                (&b"b"[..], 1, 1, 60),
+            ]
+        );
+        // Records keep the spool's order.
+        assert_eq!(
+            runs[0].records[2],
+            (&b"cpu,h=1"[..], &b"cpu,h=1 v=2 2\n"[..])
+        );
     }
 }
