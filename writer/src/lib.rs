@@ -63,36 +63,18 @@ pub fn client(config: &Config) -> clickhouse::Client {
         .with_database(&config.clickhouse.database)
 }
 
-/// Whether the server supports table TTL (19.6 and later).
-async fn supports_ttl(client: &clickhouse::Client) -> bool {
+/// Creates the database, tables and views of every mapping.
+pub async fn ensure_schema(config: &Config) -> Result<(), Error> {
+    let client = client(config).with_database("default");
     let version: String = client
         .query("SELECT version()")
         .fetch_one()
         .await
         .unwrap_or_default();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (19, 6)
-}
-
-/// Creates the database, tables and views of every mapping.
-pub async fn ensure_schema(config: &Config) -> Result<(), Error> {
-    let client = client(config);
+    let ttl = schema::ttl_supported(&version).then_some(config.writer.raw_ttl_days);
     let db = &config.clickhouse.database;
-    client
-        .clone()
-        .with_database("default")
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
-        .execute()
-        .await?;
-    let ttl = supports_ttl(&client)
-        .await
-        .then_some(config.writer.raw_ttl_days);
-    client.query(&schema::offsets_table(db)).execute().await?;
-    for mapping in &config.writer.mappings {
-        for sql in schema::statements(db, mapping, &config.writer.intervals, ttl) {
-            client.query(&sql).execute().await?;
-        }
+    for sql in schema::setup(db, &config.writer.mappings, &config.writer.intervals, ttl) {
+        client.query(&sql).execute().await?;
     }
     Ok(())
 }
@@ -121,10 +103,7 @@ async fn stored_offsets(
     topic: &str,
 ) -> Result<HashMap<i32, i64>, Error> {
     let rows: Vec<Stored> = client
-        .query(&format!(
-            "SELECT partition, max(offset) AS offset FROM {db}.trident_writer_offsets \
-             WHERE group = ? AND topic = ? GROUP BY partition"
-        ))
+        .query(&schema::stored_offsets(db))
         .bind(group)
         .bind(topic)
         .fetch_all()

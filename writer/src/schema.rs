@@ -50,6 +50,42 @@ pub fn label(interval: Duration) -> String {
     }
 }
 
+/// Whether a server reporting `version` (`SELECT version()`, e.g.
+/// `18.16.1`) supports table TTL, which came in 19.6.
+pub fn ttl_supported(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (19, 6)
+}
+
+/// Everything the writer creates at start, in order: the database, the
+/// positions table, then each mapping's [`statements`]. Every name is
+/// qualified by `db`, so they run from any current database.
+pub fn setup(
+    db: &str,
+    mappings: &[MappingConfig],
+    intervals: &[Duration],
+    ttl_days: Option<u32>,
+) -> Vec<String> {
+    let mut out = vec![
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        offsets_table(db),
+    ];
+    for mapping in mappings {
+        out.extend(statements(db, mapping, intervals, ttl_days));
+    }
+    out
+}
+
+/// The next offset to read per partition of the group (first `?`) and
+/// topic (second `?`), as stored after the last insert.
+pub fn stored_offsets(db: &str) -> String {
+    format!(
+        "SELECT partition, max(offset) AS offset FROM {db}.trident_writer_offsets \
+         WHERE group = ? AND topic = ? GROUP BY partition"
+    )
+}
+
 /// Where the writer keeps its positions in the raw topic: the next offset
 /// per partition, written after the rows it covers.
 pub fn offsets_table(db: &str) -> String {
@@ -188,6 +224,24 @@ mod tests {
         let old = statements("trident", &http(), &[Duration::from_secs(3600)], None);
         assert!(!old[0].contains("TTL"));
         assert!(old[1].contains("http_1h"));
+    }
+
+    #[test]
+    fn ttl_from_19_6() {
+        assert!(!ttl_supported("18.16.1"));
+        assert!(!ttl_supported("19.5.3.8"));
+        assert!(ttl_supported("19.6.1"));
+        assert!(ttl_supported("26.9.2.1"));
+        assert!(!ttl_supported("unknown"));
+    }
+
+    #[test]
+    fn setup_creates_the_database_and_positions_first() {
+        let sql = setup("t", &[http()], &[Duration::from_secs(60)], None);
+        assert_eq!(sql.len(), 5);
+        assert_eq!(sql[0], "CREATE DATABASE IF NOT EXISTS t");
+        assert!(sql[1].contains("t.trident_writer_offsets"));
+        assert!(sql[2].contains("t.http_raw"));
     }
 
     #[test]
