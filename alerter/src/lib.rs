@@ -50,6 +50,10 @@ use notify::Notifier;
 /// Which configuration sections this service validates.
 pub const SERVICE: Service = Service::Alerter;
 
+/// How long the re-read of history may go without a record before the
+/// alerter evaluates live anyway.
+const HISTORY_STALL: Duration = Duration::from_secs(30);
+
 /// Why the alerter cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -188,7 +192,13 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         format!("{:?} of {}", pinned.partitions, pinned.count),
     );
     let ends: HashMap<i32, i64> = pinned.ends.iter().copied().collect();
-    let mut behind: HashMap<i32, bool> = ends.iter().map(|(&p, &end)| (p, end > 0)).collect();
+    // History is re-read until every partition reached the end it had at
+    // assignment. A partition that started there has none to re-read.
+    let mut behind: HashMap<i32, bool> = pinned
+        .starts
+        .iter()
+        .map(|&(p, start)| (p, start < ends.get(&p).copied().unwrap_or(0)))
+        .collect();
     let mut caught_up = false;
     let mut last_history = std::time::Instant::now();
     let consumer = pinned.consumer;
@@ -218,7 +228,11 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                 }
             },
             _ = tick.tick() => {
-                if !caught_up && (behind.values().all(|b| !b) || last_history.elapsed() > Duration::from_secs(2)) {
+                // The timeout only keeps a broker that stops delivering
+                // history from holding notifications back for ever; a slow
+                // one (tansu serves a fetch in seconds) must not end the
+                // re-read early, or history would be notified again.
+                if !caught_up && (behind.values().all(|b| !b) || last_history.elapsed() > HISTORY_STALL) {
                     caught_up = true;
                     // Silences found now may predate the restart: like
                     // other re-read history, they go to Alertmanager only.

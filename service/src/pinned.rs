@@ -56,6 +56,10 @@ pub struct Pinned {
     pub count: i32,
     /// Per owned partition, the end offset at assignment.
     pub ends: Vec<(i32, i64)>,
+    /// Per owned partition, the offset it was assigned at: where reading
+    /// starts. A partition that starts at or past its end has no history
+    /// to re-read.
+    pub starts: Vec<(i32, i64)>,
 }
 
 impl std::fmt::Debug for Pinned {
@@ -179,6 +183,7 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
     .map_err(|e| kafka("seek", &e))?
     .map_err(|e| kafka("cannot find the lookback's offsets", &e))?;
     let mut assignment = TopicPartitionList::new();
+    let mut starts = Vec::new();
     for element in offsets.elements() {
         let end = ends
             .iter()
@@ -186,13 +191,14 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
             .map_or(0, |(_, e)| *e);
         // Explicit offsets only (no "end" marker): nothing newer than the
         // lookback start means the end as it was at assignment.
-        let offset = match (options.resume.get(&element.partition()), element.offset()) {
-            (Some(&stored), _) => Offset::Offset(stored),
-            (None, Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
-            _ => Offset::Offset(end),
+        let start = match (options.resume.get(&element.partition()), element.offset()) {
+            (Some(&stored), _) => stored,
+            (None, Offset::Offset(o)) if o >= 0 => o,
+            _ => end,
         };
+        starts.push((element.partition(), start));
         assignment
-            .add_partition_offset(options.topic, element.partition(), offset)
+            .add_partition_offset(options.topic, element.partition(), Offset::Offset(start))
             .map_err(|e| kafka("assignment", &e))?;
     }
     consumer
@@ -203,6 +209,7 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
         partitions,
         count,
         ends,
+        starts,
     })
 }
 

@@ -59,7 +59,7 @@ fn payloads(received: &Received) -> Vec<(String, String, String)> {
 }
 
 async fn wait_for(received: &Received, want: (&str, &str, &str)) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         if payloads(received)
             .iter()
@@ -86,6 +86,17 @@ async fn start_alerter(config: Config) -> (Shutdown, String) {
     let url = format!("http://{}", admin.local_addr().expect("addr"));
     let shutdown = Shutdown::new();
     tokio::spawn(alerter::run(config, admin, shutdown.clone()));
+    // Assigned to its partitions (three broker round trips) before the
+    // test writes, so what it writes next is live, not re-read history.
+    let health =
+        trident_e2e::wait_for_json(&format!("{url}/health"), Duration::from_secs(60), |h| {
+            h["components"]["partitions"]["status"] == "up"
+        })
+        .await;
+    assert_eq!(
+        health["components"]["partitions"]["status"], "up",
+        "the alerter took its partitions: {health}"
+    );
     (shutdown, url)
 }
 
@@ -181,7 +192,6 @@ labels = {{ run = "{run}" }}
     let (gateway, gw_shutdown) = trident_e2e::spawn_gateway(config.clone()).await;
     let gateway = format!("{gateway}/write?db=alerts");
     let (alerter, admin) = start_alerter(config.clone()).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let write = |body: String| {
         let gateway = gateway.clone();
