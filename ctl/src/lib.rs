@@ -894,12 +894,16 @@ impl Ctl {
         })
         .await
         .map_err(|e| Error::Topic(e.to_string()))?;
-        // Partition → the offset it ended at when assigned (exclusive).
+        // Partition → the offset it ended at when assigned (exclusive), for
+        // every partition that starts before its end.
+        let ends: HashMap<i32, i64> = pinned.ends.iter().copied().collect();
         let mut open: HashMap<i32, i64> = pinned
-            .ends
+            .starts
             .iter()
-            .copied()
-            .filter(|(_, end)| *end > 0)
+            .filter_map(|&(p, start)| {
+                let end = ends.get(&p).copied().unwrap_or(0);
+                (start < end).then_some((p, end))
+            })
             .collect();
         let databases = trident_influx_client::Databases::default();
         // (db, rp) → lines for the node.
@@ -913,7 +917,7 @@ impl Ctl {
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) => return Err(Error::Topic(e.to_string())),
                 Err(_) => {
-                    // Nothing more is coming: the rest must be at their ends.
+                    // Every open partition has records left to read.
                     let positions = pinned
                         .consumer
                         .position()
@@ -923,15 +927,13 @@ impl Ctl {
                         .iter()
                         .filter_map(|e| {
                             let end = open.get(&e.partition())?;
-                            let at = e.offset().to_raw().unwrap_or(-1);
-                            // An unknown position (nothing fetched) started at its end.
-                            (at >= 0 && at < *end)
-                                .then(|| format!("partition {} at {at} of {end}", e.partition()))
+                            let at = e.offset().to_raw().filter(|&o| o >= 0).map_or_else(
+                                || "its start (nothing fetched)".to_owned(),
+                                |o| o.to_string(),
+                            );
+                            Some(format!("partition {} at {at} of {end}", e.partition()))
                         })
                         .collect();
-                    if behind.is_empty() {
-                        break;
-                    }
                     return Err(Error::Topic(format!(
                         "no record for {:?} while {} remain",
                         topic.idle,

@@ -344,7 +344,9 @@ async fn main() -> anyhow::Result<()> {
                 topic: &config.kafka.raw_topic,
                 since_ms,
                 timeout: config.kafka.delivery_timeout,
-                idle: Duration::from_secs(10),
+                // Only a broker that stops delivering waits this long: the
+                // read ends when every partition reached its end.
+                idle: Duration::from_secs(60),
             };
             print(
                 &ctl.recover_from_topic(&placement, node, source).await?,

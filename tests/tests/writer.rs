@@ -113,7 +113,7 @@ async fn rollups_in_clickhouse_match_the_raw_rows() {
 
     // Every mapped point becomes one raw row.
     let raw = format!("{}.http_raw", db.name);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let mut rows = 0.0;
     while std::time::Instant::now() < deadline {
         rows = ch(&env, &format!("SELECT count() FROM {raw}"))
@@ -288,7 +288,7 @@ async fn a_writer_killed_mid_stream_loses_nothing() {
             .expect("write");
         assert_eq!(answer.status, 204, "{}", answer.body);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while count(format!("SELECT count() FROM {raw}")).await == 0.0
         && std::time::Instant::now() < deadline
     {
@@ -309,7 +309,7 @@ async fn a_writer_killed_mid_stream_loses_nothing() {
     if let Err(e) = writer.wait_ready(&health, Duration::from_secs(30)).await {
         panic!("the writer did not come back: {e}");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let mut distinct = 0.0;
     while std::time::Instant::now() < deadline {
         distinct = count(format!("SELECT uniqExact(ts_ns) FROM {raw}")).await;
@@ -404,7 +404,7 @@ async fn clickhouse_restarted_mid_stream_loses_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.start("clickhouse").expect("start ClickHouse");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let mut got = 0.0;
     while std::time::Instant::now() < deadline {
         got = distinct(env.clone(), raw.clone()).await;
