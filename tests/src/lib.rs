@@ -517,12 +517,15 @@ pub const STACK_PORTS: [u16; 15] = [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 31, 
 /// start their search at different blocks, so two of them at once do not
 /// pick the same one.
 pub fn free_port_block() -> Option<u16> {
+    // Below Linux's ephemeral range (32768–60999): a port there can be
+    // free when checked and taken by some process's outgoing connection
+    // before the server binds it (seen: a spare node's port, seconds later).
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let first = 49_000 + 100 * ((std::process::id() + NEXT.fetch_add(7, Ordering::Relaxed)) % 100);
-    let first = u16::try_from(first).unwrap_or(49_000);
-    (first..60_000)
+    let first = 20_000 + 100 * ((std::process::id() + NEXT.fetch_add(7, Ordering::Relaxed)) % 120);
+    let first = u16::try_from(first).unwrap_or(20_000);
+    (first..32_000)
         .step_by(100)
-        .chain((49_000..first).step_by(100))
+        .chain((20_000..first).step_by(100))
         .find(|base| {
             STACK_PORTS
                 .iter()
