@@ -81,6 +81,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             gzip: config.influx.gzip,
             spool_dir: gw.spool_dir.clone(),
             spool_max_bytes: gw.spool_max_bytes,
+            node_requests: config.influx.node_requests,
+            batch_linger: config.influx.batch_linger,
+            batch_max_bytes: config.influx.batch_max_bytes,
         },
     )?;
     health.set("sink:influx", Status::Up, "");

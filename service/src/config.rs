@@ -135,6 +135,17 @@ pub struct InfluxConfig {
     /// How often a topology file or key is read again.
     #[serde(with = "humantime_serde")]
     pub topology_poll: Duration,
+    /// Requests in flight at once to one node for one database; writes
+    /// that arrive meanwhile wait and go to the node together, as one
+    /// request (group commit). Fewer, larger requests under load; no wait
+    /// when idle.
+    pub node_requests: usize,
+    /// How long a node's next request waits for more writes to join it
+    /// (0: not at all; writes still join while requests are in flight).
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
+    /// Bytes of line protocol at most in one request to a node.
+    pub batch_max_bytes: usize,
 }
 
 impl Default for InfluxConfig {
@@ -149,6 +160,9 @@ impl Default for InfluxConfig {
             topology_file: None,
             topology_key: None,
             topology_poll: Duration::from_secs(1),
+            node_requests: 4,
+            batch_linger: Duration::ZERO,
+            batch_max_bytes: 4 << 20,
         }
     }
 }
@@ -680,6 +694,12 @@ impl Config {
                 "etcd.endpoints",
                 "is empty while influx.topology_key is set: list etcd's URLs, e.g. [\"http://127.0.0.1:2379\"]",
             ));
+        }
+        if self.influx.node_requests == 0 {
+            return Err(invalid("influx.node_requests", "must be at least 1"));
+        }
+        if self.influx.batch_max_bytes == 0 {
+            return Err(invalid("influx.batch_max_bytes", "must be at least 1"));
         }
         if self.influx.topology_poll.is_zero() {
             return Err(invalid("influx.topology_poll", "must be longer than 0s"));

@@ -534,3 +534,91 @@ async fn writes_beyond_the_inflight_limit_are_told_to_retry() {
     let (status, text, _) = post(&write, "cpu v=3 3").await;
     assert_eq!(status, 204, "{text}");
 }
+
+/// The `writeReq` counter of each node's `/debug/vars`, summed.
+async fn node_write_requests(env: &StackEnv) -> u64 {
+    let mut total = 0;
+    for node in &env.influx_urls {
+        let vars: serde_json::Value = reqwest::get(format!("{node}/debug/vars"))
+            .await
+            .expect("debug/vars")
+            .json()
+            .await
+            .expect("json");
+        // Keyed "httpd:<bind address>".
+        let httpd = vars
+            .as_object()
+            .and_then(|o| o.values().find(|v| v["name"] == "httpd"))
+            .expect("httpd statistics");
+        total += httpd["values"]["writeReq"].as_u64().expect("writeReq");
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_writes_share_node_requests_and_keep_their_own_answers() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    // One request at a time per node, lingering, so writes that arrive
+    // together are sure to share one.
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_NODE_REQUESTS", "1"),
+            ("TRIDENT_INFLUX_BATCH_LINGER", "50ms"),
+        ],
+    )
+    .await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let url = format!("{}/write?db={}", gw.url, db.name);
+    // `v` of `m` is an integer from now on: a float is a type conflict.
+    let (status, text, _) = post(&url, "m,k=x v=1i 1").await;
+    assert_eq!(status, 204, "{text}");
+    let before = node_write_requests(&env).await;
+
+    let writes: u64 = 120;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writes {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let body: Vec<String> = (0..5)
+                .map(|i| format!("cpu,w=w{w},i=i{i} usage={w}.{i} {}", 1_000 + w * 10 + i))
+                .collect();
+            (w, post(&url, body.join("\n")).await)
+        });
+    }
+    // One write among them that storage refuses in part.
+    let conflict = {
+        let url = url.clone();
+        tokio::spawn(async move { post(&url, "m,k=x v=2i 2\nm,k=x v=2.5 3").await })
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (w, (status, text, _)) = joined.expect("task");
+        assert_eq!(status, 204, "write {w}: {text}");
+    }
+    let (status, text, _) = conflict.await.expect("task");
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("partial write: field type conflict") && text.contains("dropped=1"),
+        "{text}"
+    );
+    let requests = node_write_requests(&env).await - before;
+
+    let mut stored = 0;
+    for node in &env.influx_urls {
+        let json = influx_query(node, "SELECT count(usage) FROM cpu", Some(&db.name))
+            .await
+            .expect("query");
+        stored += json["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    let rf = gw.config.influx.replication as u64;
+    assert_eq!(stored, 5 * writes * rf, "every point stored RF times");
+    // Without batching each write is a request to every node it touches
+    // (5 series over 3 nodes: nearly always all three).
+    println!("{writes} writes (+1) became {requests} node requests");
+    assert!(
+        requests < writes,
+        "{requests} node requests for {writes} writes"
+    );
+}

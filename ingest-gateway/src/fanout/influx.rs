@@ -2,6 +2,12 @@
 //! ring gives its shard key (under the strategy of its database and
 //! measurement), one gzip'd request per node, all nodes at once.
 //!
+//! Per node and database at most `influx.node_requests` requests are in
+//! flight; the parts of writes that arrive meanwhile wait and go together
+//! in the next request (group commit, optionally lingering
+//! `influx.batch_linger`), so many small writes become few node requests
+//! without delaying a write when the node is idle.
+//!
 //! Hinted handoff: a node that cannot be reached (or fails) gets its part
 //! of the write in its own on-disk spool instead, and the write is answered
 //! 2xx once every owner has either stored it or had it spooled on disk. A
@@ -21,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 use trident_cluster::Placement;
 use trident_influx_client::{Databases, Error as NodeError, send};
 use trident_service::health::{Health, Status};
@@ -108,6 +115,18 @@ pub struct ClusterSink {
     slots: Arc<Mutex<HashMap<String, NodeSlot>>>,
     /// Set by [`ClusterSink::start_replay`].
     replaying: Arc<Mutex<Option<ReplayContext>>>,
+    /// The batcher of each node URL, database and retention policy.
+    batchers: Arc<Mutex<HashMap<BatchKey, mpsc::UnboundedSender<Part>>>>,
+}
+
+/// Node URL, database, retention policy.
+type BatchKey = (String, String, Option<String>);
+
+/// One write's part for one node, and who waits for its outcome.
+#[derive(Debug)]
+struct Part {
+    body: Bytes,
+    done: oneshot::Sender<Result<Stored, SinkError>>,
 }
 
 /// How the cluster sink is set up.
@@ -123,6 +142,12 @@ pub struct ClusterOptions {
     pub spool_dir: std::path::PathBuf,
     /// Bound of each node's spool.
     pub spool_max_bytes: u64,
+    /// Requests in flight at once per node and database.
+    pub node_requests: usize,
+    /// How long a node's next request waits for more writes.
+    pub batch_linger: Duration,
+    /// Bytes at most in one request to a node.
+    pub batch_max_bytes: usize,
 }
 
 /// The spool file of the node at `url` in `dir`: named by the URL, so that
@@ -159,6 +184,7 @@ impl ClusterSink {
             options: Arc::new(options.clone()),
             slots: Arc::default(),
             replaying: Arc::default(),
+            batchers: Arc::default(),
         };
         sink.set_placement(placement)?;
         Ok(sink)
@@ -299,7 +325,7 @@ impl ClusterSink {
             }
             let (sink, target, slot) = (self.clone(), target.clone(), view.nodes[index].clone());
             tasks.spawn(async move {
-                let stored = sink.store(&slot, &target, Bytes::from(body)).await;
+                let stored = sink.batched(&slot, &target, Bytes::from(body)).await;
                 (index, stored)
             });
         }
@@ -357,6 +383,132 @@ impl ClusterSink {
             });
         }
         Ok(())
+    }
+
+    /// One node's part of a write, stored by the batcher of its node and
+    /// database: alone when the node has a request slot free, otherwise
+    /// together with the parts that arrive until one frees.
+    async fn batched(
+        &self,
+        slot: &NodeSlot,
+        target: &WriteTarget,
+        body: Bytes,
+    ) -> Result<Stored, SinkError> {
+        let key = (slot.url.clone(), target.db.clone(), target.rp.clone());
+        let (done, outcome) = oneshot::channel();
+        let mut part = Part { body, done };
+        // A batcher whose task ended (never, short of a panic) is replaced.
+        for _ in 0..2 {
+            let sender = {
+                let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
+                batchers
+                    .entry(key.clone())
+                    .or_insert_with(|| self.spawn_batcher(slot.clone(), target))
+                    .clone()
+            };
+            match sender.send(part) {
+                Ok(()) => {
+                    return outcome
+                        .await
+                        .unwrap_or_else(|_| Err(unavailable(&slot.url, "the batcher stopped")));
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    part = back;
+                    self.batchers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                }
+            }
+        }
+        Err(unavailable(&slot.url, "the batcher stopped"))
+    }
+
+    /// Starts the batcher of `slot`'s node for `target`'s database.
+    fn spawn_batcher(&self, slot: NodeSlot, target: &WriteTarget) -> mpsc::UnboundedSender<Part> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(self.clone().batch(slot, target.clone(), rx));
+        tx
+    }
+
+    /// A batcher: takes parts in arrival order and sends them in requests
+    /// of up to `batch_max_bytes`, at most `node_requests` at once. Memory
+    /// stays bounded by the writes in flight: each part's request waits
+    /// for its outcome (and the gateway bounds its requests).
+    async fn batch(
+        self,
+        slot: NodeSlot,
+        target: WriteTarget,
+        mut rx: mpsc::UnboundedReceiver<Part>,
+    ) {
+        let (max_bytes, linger) = (self.options.batch_max_bytes, self.options.batch_linger);
+        let mut inflight = tokio::task::JoinSet::new();
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.body.len();
+            let mut parts = vec![first];
+            let deadline = tokio::time::Instant::now() + linger;
+            while bytes < max_bytes {
+                let next = if linger.is_zero() {
+                    rx.try_recv().ok()
+                } else {
+                    tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                };
+                let Some(part) = next else { break };
+                bytes += part.body.len();
+                parts.push(part);
+            }
+            // Group commit: while every request slot is busy, what
+            // arrives joins this request.
+            while inflight.len() >= self.options.node_requests {
+                tokio::select! {
+                    _ = inflight.join_next() => {}
+                    Some(part) = rx.recv(), if bytes < max_bytes => {
+                        bytes += part.body.len();
+                        parts.push(part);
+                    }
+                }
+            }
+            let (sink, slot, target) = (self.clone(), slot.clone(), target.clone());
+            inflight.spawn(async move { sink.store_parts(&slot, &target, parts).await });
+        }
+        while inflight.join_next().await.is_some() {}
+    }
+
+    /// Stores `parts` as one request and tells each its outcome. A refusal
+    /// of the joined request (a field type conflict, say) names no write:
+    /// each part is then stored alone, for its own exact answer (what the
+    /// node took of the joined request it takes again: same series and
+    /// time overwrite themselves).
+    async fn store_parts(&self, slot: &NodeSlot, target: &WriteTarget, parts: Vec<Part>) {
+        if parts.len() == 1 {
+            for part in parts {
+                let _ = part.done.send(self.store(slot, target, part.body).await);
+            }
+            return;
+        }
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.body.iter().copied()).collect();
+        metrics::counter!("trident_gateway_node_batched_writes_total")
+            .increment(parts.len() as u64);
+        match self.store(slot, target, Bytes::from(joined)).await {
+            Ok(stored) => {
+                for part in parts {
+                    let _ = part.done.send(Ok(stored));
+                }
+            }
+            Err(SinkError::Node(NodeError::Refused(_) | NodeError::DatabaseNotFound(_))) => {
+                for part in parts {
+                    let _ = part.done.send(self.store(slot, target, part.body).await);
+                }
+            }
+            Err(e) => {
+                for part in parts {
+                    let _ = part.done.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// One node's part of a write: delivered, or spooled if the node is
