@@ -622,3 +622,68 @@ async fn concurrent_small_writes_share_node_requests_and_keep_their_own_answers(
         "{requests} node requests for {writes} writes"
     );
 }
+
+/// A write larger than a broker takes in one record (librdkafka's
+/// `message.max.bytes`, 1 MB) with every line in one partition: it must
+/// reach the raw topic, in order, not sit in the spool for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_larger_than_a_record_reaches_the_raw_topic_in_order() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let topic = KafkaTopic::create(&env, 2).await.expect("topic");
+    let gw = start(&env, &[("TRIDENT_KAFKA_RAW_TOPIC", &topic.name)]).await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    // One series: one shard key, one partition; about 2.5 MB.
+    let lines: Vec<String> = (0..40_000)
+        .map(|i| {
+            format!(
+                "big,host=one,pad=xxxxxxxxxxxxxxxxxxxx seq={i}i {}",
+                1_000 + i
+            )
+        })
+        .collect();
+    let (status, text, _) = post(
+        &format!("{}/write?db={}", gw.url, db.name),
+        lines.join("\n"),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+
+    let consumer = env.assigned_consumer(&topic.name, 2).expect("consumer");
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut records = 0;
+    let mut last_record = std::time::Instant::now();
+    while seqs.len() < lines.len() && last_record.elapsed() < Duration::from_secs(60) {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        last_record = std::time::Instant::now();
+        let message = message.expect("message");
+        records += 1;
+        let payload = std::str::from_utf8(message.payload().expect("payload")).expect("utf8");
+        assert!(
+            payload.len() <= 1_000_000,
+            "a record of {} bytes",
+            payload.len()
+        );
+        for line in payload.lines() {
+            let seq = line
+                .split_once("seq=")
+                .and_then(|(_, rest)| rest.split_once('i'))
+                .and_then(|(n, _)| n.parse::<u64>().ok())
+                .expect("a big line");
+            seqs.push(seq);
+        }
+    }
+    let expected: Vec<u64> = (0..40_000).collect();
+    assert_eq!(
+        seqs.len(),
+        expected.len(),
+        "lines in the topic ({records} records)"
+    );
+    assert_eq!(seqs, expected, "in the order written");
+    let health = health(&gw.url).await;
+    assert_eq!(
+        health["components"]["sink:kafka"]["status"], "up",
+        "nothing left in the spool: {health}"
+    );
+}

@@ -82,6 +82,9 @@ impl RawSink {
             .set("acks", "all")
             .set("compression.type", compression)
             .set("linger.ms", "5")
+            // A line may be up to 1 MiB (the parser's limit); records are
+            // cut at RECORD_BYTES otherwise.
+            .set("message.max.bytes", "2000000")
             .set("message.timeout.ms", timeout.as_millis().to_string());
         let producer = polled(settings.create_with_context(Acks)?);
         Ok(Self {
@@ -262,15 +265,25 @@ impl RawSink {
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
     ) -> Result<Vec<oneshot::Receiver<Ack>>, KafkaUnavailable> {
-        // One record per partition: the entries of each partition joined in
-        // their order, keyed by the first one's key.
+        // The entries of each partition joined in their order into records
+        // of at most RECORD_BYTES (cut between lines), each keyed by the
+        // key of the entry it starts with; the producer keeps a
+        // partition's records in order.
         let n = u64::from(partitions.max(1));
         let mut by_partition: Vec<PartitionBatch<'_>> = Vec::new();
         for (key, payload) in records {
             let partition = (shard_hash(key) % n) as i32;
-            match by_partition.iter_mut().find(|(p, _, _)| *p == partition) {
-                Some((_, _, joined)) => joined.to_mut().extend_from_slice(payload),
-                None => by_partition.push((partition, key, Cow::Borrowed(payload))),
+            for chunk in line_chunks(payload, RECORD_BYTES) {
+                match by_partition
+                    .iter_mut()
+                    .rev()
+                    .find(|(p, _, _)| *p == partition)
+                {
+                    Some((_, _, joined)) if joined.len() + chunk.len() <= RECORD_BYTES => {
+                        joined.to_mut().extend_from_slice(chunk);
+                    }
+                    _ => by_partition.push((partition, key, Cow::Borrowed(chunk))),
+                }
             }
         }
         let mut deliveries = Vec::with_capacity(by_partition.len());
@@ -359,7 +372,7 @@ impl RawSink {
                 }
             };
             // Consecutive entries of one db/rp share records: one per
-            // partition for up to `REPLAY_RECORD_BYTES` of entries, not one
+            // partition for up to `RECORD_BYTES` of entries, not one
             // per partition per entry. A broker that pays per record (tansu
             // on SQLite stores about a thousand a second here) drains the
             // spool many times faster; the record's timestamp is its newest
@@ -424,10 +437,36 @@ impl RawSink {
     }
 }
 
-/// At most this many payload bytes of spool entries go into one replayed
-/// record per partition (librdkafka refuses records over
-/// `message.max.bytes`, 1 MB by default).
-const REPLAY_RECORD_BYTES: usize = 512 << 10;
+/// Bytes of lines in one record at most (a longer line is a record of its
+/// own). librdkafka refuses records over `message.max.bytes` (1 MB by
+/// default, and Kafka brokers default to about the same): a write with
+/// more for one partition becomes several records.
+const RECORD_BYTES: usize = 512 << 10;
+
+/// `payload` (lines, each ending in `\n`) cut between lines into pieces of
+/// at most `max` bytes; a line longer than `max` is a piece of its own.
+fn line_chunks(payload: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = payload;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= max {
+            rest.len()
+        } else {
+            match rest[..max].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
+            }
+        };
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
 
 /// Spool entries grouped into runs, in order.
 fn replay_runs(batch: &[Vec<u8>]) -> Vec<ReplayRun<'_>> {
@@ -484,13 +523,13 @@ impl<'a> ReplayRun<'a> {
     }
 
     /// Whether `next` joins this run: both readable, same db and rp, and
-    /// the joined records within `REPLAY_RECORD_BYTES`.
+    /// the joined records within `RECORD_BYTES`.
     fn takes(&self, next: &Self) -> bool {
         self.entries > 0
             && next.entries > 0
             && self.db == next.db
             && self.rp == next.rp
-            && self.bytes + next.bytes <= REPLAY_RECORD_BYTES
+            && self.bytes + next.bytes <= RECORD_BYTES
     }
 
     fn join(&mut self, next: Self) {
@@ -516,8 +555,28 @@ mod tests {
     }
 
     #[test]
+    fn payloads_are_cut_between_lines() {
+        let cut = |p: &str, max| -> Vec<String> {
+            line_chunks(p.as_bytes(), max)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect()
+        };
+        assert_eq!(cut("a 1\nb 2\nc 3\n", 100), ["a 1\nb 2\nc 3\n"]);
+        assert_eq!(cut("a 1\nb 2\nc 3\n", 8), ["a 1\nb 2\n", "c 3\n"]);
+        assert_eq!(cut("a 1\nb 2\nc 3\n", 7), ["a 1\n", "b 2\n", "c 3\n"]);
+        // A line longer than the limit is a piece of its own.
+        assert_eq!(
+            cut("a 1\nlong line\nb 2\n", 6),
+            ["a 1\n", "long line\n", "b 2\n"]
+        );
+        assert_eq!(cut("", 6), Vec::<String>::new());
+        let joined: Vec<u8> = line_chunks(b"x\ny\nz", 2).flatten().copied().collect();
+        assert_eq!(joined, b"x\ny\nz");
+    }
+
+    #[test]
     fn replay_joins_consecutive_entries_of_one_database_up_to_the_record_limit() {
-        let big = "x".repeat(REPLAY_RECORD_BYTES / 2 + 1);
+        let big = "x".repeat(RECORD_BYTES / 2 + 1);
         let batch = vec![
             entry(
                 "a",
