@@ -560,11 +560,13 @@ async fn concurrent_small_writes_share_node_requests_and_keep_their_own_answers(
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
     // One request at a time per node, lingering, so writes that arrive
     // together are sure to share one.
+    let topic = KafkaTopic::create(&env, 2).await.expect("topic");
     let gw = start(
         &env,
         &[
             ("TRIDENT_INFLUX_NODE_REQUESTS", "1"),
             ("TRIDENT_INFLUX_BATCH_LINGER", "50ms"),
+            ("TRIDENT_KAFKA_RAW_TOPIC", &topic.name),
         ],
     )
     .await;
@@ -621,6 +623,33 @@ async fn concurrent_small_writes_share_node_requests_and_keep_their_own_answers(
         requests < writes,
         "{requests} node requests for {writes} writes"
     );
+
+    // The raw topic: every line once, in fewer records than writes (each
+    // write alone would be at least one record).
+    let consumer = env.assigned_consumer(&topic.name, 2).expect("consumer");
+    let mut lines: BTreeMap<String, usize> = BTreeMap::new();
+    let mut records = 0u64;
+    let mut last_record = std::time::Instant::now();
+    while lines.len() < 5 * writes as usize + 3 && last_record.elapsed() < Duration::from_secs(60) {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        last_record = std::time::Instant::now();
+        records += 1;
+        let message = message.expect("message");
+        let payload = std::str::from_utf8(message.payload().expect("payload")).expect("utf8");
+        for line in payload.lines() {
+            *lines.entry(line.to_owned()).or_default() += 1;
+        }
+    }
+    println!("{} raw-topic records for {} writes", records, writes + 2);
+    assert_eq!(
+        lines.len(),
+        5 * writes as usize + 3,
+        "every line in the topic"
+    );
+    assert!(lines.values().all(|&n| n == 1), "no line twice");
+    assert!(records < writes, "{records} records for {writes} writes");
 }
 
 /// A write larger than a broker takes in one record (librdkafka's

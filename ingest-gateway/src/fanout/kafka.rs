@@ -1,11 +1,15 @@
 //! The raw topic: every accepted line, so that downsamplers and the
 //! ClickHouse writer can consume, and replay, what was written.
 //!
-//! Lines are grouped by shard key within a request; each group is one
-//! record whose key is that shard key, so one series (or measurement, under
-//! the coarser strategies) always lands in one partition — what lets a
-//! downsampler own whole series. Records carry `db` and `rp` headers, their
-//! timestamp is the time of ingest, and the producer is idempotent with
+//! Each line goes to the partition of its shard key (XXH3 modulo the
+//! partition count), so one series (or measurement, under the coarser
+//! strategies) always lands in one partition — what lets a downsampler own
+//! whole series. A partition's lines of a write travel together, in order,
+//! in records of at most 512 KiB keyed by the shard key of their first
+//! line; consumers take each line's key from the line. Writes that arrive
+//! while four produce groups are in flight share records (group commit).
+//! Records carry `db` and `rp` headers, their timestamp is the time of
+//! ingest (the newest of a group), and the producer is idempotent with
 //! `acks=all`.
 //!
 //! A write is acknowledged once the broker acknowledged every record, or —
@@ -19,13 +23,13 @@
 //! acknowledge in time is produced again.
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
@@ -55,6 +59,32 @@ pub struct RawSink {
     topic: String,
     timeout: Duration,
     spool: Spool,
+    /// Writes on their way to a produce group; the task starts with the
+    /// first write.
+    groups: Arc<OnceLock<mpsc::UnboundedSender<SharedPart>>>,
+}
+
+/// Produce groups in flight at once; writes that arrive meanwhile share
+/// the next one.
+const PRODUCE_GROUPS: usize = 4;
+
+/// Bytes of lines in one produce group at most (records within it are cut
+/// at [`RECORD_BYTES`]).
+const GROUP_BYTES: usize = 4 << 20;
+
+/// One write on its way to a produce group, and who waits for the outcome.
+struct SharedPart {
+    db: String,
+    rp: String,
+    timestamp_ms: i64,
+    records: Arc<[(Vec<u8>, Vec<u8>)]>,
+    done: oneshot::Sender<Result<(), KafkaUnavailable>>,
+}
+
+impl SharedPart {
+    fn bytes(&self) -> usize {
+        self.records.iter().map(|(_, p)| p.len()).sum()
+    }
 }
 
 impl std::fmt::Debug for RawSink {
@@ -94,6 +124,7 @@ impl RawSink {
             topic: topic.to_owned(),
             timeout,
             spool,
+            groups: Arc::default(),
         })
     }
 
@@ -204,10 +235,10 @@ impl RawSink {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
-        let records: Vec<(&[u8], &[u8])> =
-            batches.iter().map(|(k, p)| (*k, p.as_slice())).collect();
+        let records: Arc<[(Vec<u8>, Vec<u8>)]> =
+            batches.into_iter().map(|(k, p)| (k.to_vec(), p)).collect();
         if self.spool.is_empty() {
-            match self.produce(&target.db, rp, now_ms, &records).await {
+            match self.produce_shared(&target.db, rp, now_ms, &records).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "the broker did not take a write; spooling it");
@@ -218,7 +249,7 @@ impl RawSink {
         // of each record.
         let ts = now_ms.to_le_bytes();
         let mut fields: Vec<&[u8]> = vec![target.db.as_bytes(), rp.as_bytes(), &ts];
-        for (key, payload) in &records {
+        for (key, payload) in records.iter() {
             fields.push(key);
             fields.push(payload);
         }
@@ -229,6 +260,96 @@ impl RawSink {
         metrics::counter!("trident_gateway_spooled_total", "spool" => self.spool.name().to_owned())
             .increment(1);
         Ok(())
+    }
+
+    /// Produces a write's `records` together with those of the writes that
+    /// arrive while [`PRODUCE_GROUPS`] groups are in flight (group commit:
+    /// one record per partition for many small writes, not one each), and
+    /// waits for the broker's acknowledgement of its group.
+    async fn produce_shared(
+        &self,
+        db: &str,
+        rp: &str,
+        timestamp_ms: i64,
+        records: &Arc<[(Vec<u8>, Vec<u8>)]>,
+    ) -> Result<(), KafkaUnavailable> {
+        let (done, outcome) = oneshot::channel();
+        let part = SharedPart {
+            db: db.to_owned(),
+            rp: rp.to_owned(),
+            timestamp_ms,
+            records: records.clone(),
+            done,
+        };
+        let groups = self.groups.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(self.clone().group(rx));
+            tx
+        });
+        groups
+            .send(part)
+            .map_err(|_| KafkaUnavailable("the producer's group task stopped".into()))?;
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(KafkaUnavailable("the producer's group task stopped".into())))
+    }
+
+    /// Takes writes in arrival order and produces them in groups, at most
+    /// [`PRODUCE_GROUPS`] at once; what arrives while all are in flight
+    /// joins the next group (up to [`GROUP_BYTES`]).
+    async fn group(self, mut rx: mpsc::UnboundedReceiver<SharedPart>) {
+        let mut inflight = tokio::task::JoinSet::new();
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.bytes();
+            let mut parts = vec![first];
+            while bytes < GROUP_BYTES {
+                let Ok(part) = rx.try_recv() else { break };
+                bytes += part.bytes();
+                parts.push(part);
+            }
+            while inflight.len() >= PRODUCE_GROUPS {
+                tokio::select! {
+                    _ = inflight.join_next() => {}
+                    Some(part) = rx.recv(), if bytes < GROUP_BYTES => {
+                        bytes += part.bytes();
+                        parts.push(part);
+                    }
+                }
+            }
+            let sink = self.clone();
+            inflight.spawn(async move { sink.produce_group(parts).await });
+        }
+        while inflight.join_next().await.is_some() {}
+    }
+
+    /// Produces `parts`, those of one db and rp as one set of records
+    /// (carrying the newest ingest time), and tells each part the outcome
+    /// of its set.
+    async fn produce_group(&self, mut parts: Vec<SharedPart>) {
+        while !parts.is_empty() {
+            let (db, rp) = (parts[0].db.clone(), parts[0].rp.clone());
+            let (same, rest): (Vec<SharedPart>, Vec<SharedPart>) =
+                parts.into_iter().partition(|p| p.db == db && p.rp == rp);
+            parts = rest;
+            let timestamp_ms = same
+                .iter()
+                .map(|p| p.timestamp_ms)
+                .max()
+                .unwrap_or_default();
+            let records: Vec<(&[u8], &[u8])> = same
+                .iter()
+                .flat_map(|p| p.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                .collect();
+            if same.len() > 1 {
+                metrics::counter!("trident_gateway_raw_grouped_writes_total")
+                    .increment(same.len() as u64);
+            }
+            let outcome = self.produce(&db, &rp, timestamp_ms, &records).await;
+            drop(records);
+            for part in same {
+                let _ = part.done.send(outcome.clone());
+            }
+        }
     }
 
     /// Produces `records` and waits for the broker's acknowledgement of
