@@ -547,13 +547,19 @@ impl Default for AlerterConfig {
 pub struct WriterConfig {
     /// Address of `/health`, `/metrics` and `/query`.
     pub admin_listen: SocketAddr,
-    /// Name under which consumed offsets are stored (in ClickHouse, next
-    /// to the rows); writers with one name continue each other's work.
+    /// Name under which consumed offsets are stored; writers with one
+    /// name continue each other's work.
     pub group_id: String,
+    /// Where positions live: `clickhouse` (next to the rows; partitions
+    /// split by `instance`/`instances`, for brokers without a group
+    /// coordinator) or `kafka` (a consumer group named `group_id`: the
+    /// broker splits the partitions among the running writers, offsets
+    /// are committed to it after ClickHouse took the rows).
+    pub positions: String,
     /// This instance, 0-based: it owns the raw topic's partitions
-    /// `p % instances == instance`.
+    /// `p % instances == instance` (positions in ClickHouse).
     pub instance: u32,
-    /// How many instances split the partitions.
+    /// How many instances split the partitions (positions in ClickHouse).
     pub instances: u32,
     /// Which measurements are business metrics and how they map to columns.
     pub mappings: Vec<MappingConfig>,
@@ -604,6 +610,7 @@ impl Default for WriterConfig {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9273)),
             group_id: "trident-writer".to_owned(),
+            positions: "clickhouse".to_owned(),
             instance: 0,
             instances: 1,
             mappings: Vec::new(),
@@ -889,6 +896,12 @@ impl Config {
                 ));
             }
             let w = &self.writer;
+            if !matches!(w.positions.as_str(), "clickhouse" | "kafka") {
+                return Err(invalid(
+                    "writer.positions",
+                    "must be \"clickhouse\" (positions next to the rows) or \"kafka\" (a consumer group)",
+                ));
+            }
             if w.intervals.is_empty()
                 || w.intervals
                     .iter()
@@ -1150,6 +1163,15 @@ mod tests {
 
         let err = config.validate(Service::Writer).unwrap_err().to_string();
         assert!(err.contains("clickhouse.url"), "{err}");
+
+        config.clickhouse.url = "http://localhost:8123".into();
+        config.writer.positions = "zookeeper".into();
+        let err = config.validate(Service::Writer).unwrap_err().to_string();
+        assert!(err.contains("writer.positions"), "{err}");
+
+        config.influx.node_requests = 0;
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("influx.node_requests"), "{err}");
     }
 
     #[test]

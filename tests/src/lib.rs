@@ -679,6 +679,22 @@ impl ServiceProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as `systemctl stop` sends: the service shuts down in
+    /// order. Waits up to 30 s for it to exit, then kills it.
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
     /// Waits until `url` answers 2xx, failing early if the process exits.
     pub async fn wait_ready(&mut self, url: &str, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;

@@ -4,11 +4,13 @@
 //! topic, at least once.
 //!
 //! ```text
-//! raw topic (partitions p % instances == instance, from the stored offsets)
+//! raw topic (partitions p % instances == instance, from the stored offsets;
+//!            or as assigned to this member of the consumer group)
 //!   ──mappings──► rows::RawRow per mapped point
 //!   ──batch (rows / period)──► INSERT <t>_raw ──► materialized views
 //!   ──► <t>_<interval>: countState, sumState, quantilesExactState
-//! offsets stored (in ClickHouse) only after ClickHouse acknowledged the rows
+//! offsets stored (in ClickHouse, or committed to the group) only after
+//! ClickHouse acknowledged the rows
 //! ```
 //!
 //! The schema ([`schema`]) is created at start, idempotently. ClickHouse
@@ -22,12 +24,15 @@ pub mod rows;
 pub mod schema;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use trident_service::config::{Config, MappingConfig, Service};
 use trident_service::health::{Health, Status};
@@ -299,32 +304,19 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     // Partitions split by instance, positioned where the last insert
     // ended (offsets live in ClickHouse, next to the rows they cover).
     let w = &config.writer;
-    let stored = stored_offsets(
-        &client(&config),
-        &config.clickhouse.database,
-        &w.group_id,
-        &config.kafka.raw_topic,
-    )
-    .await?;
-    let pinned = trident_service::pinned::pin(trident_service::pinned::PinOptions {
-        brokers: &config.kafka.brokers,
-        topic: &config.kafka.raw_topic,
-        instance: w.instance,
-        instances: w.instances,
-        partitions: &[],
-        replay_from_ms: 0,
-        resume: &stored,
-        timeout: config.kafka.delivery_timeout,
-    })
-    .await?;
-    let consumer = pinned.consumer;
-    health.set(
-        "partitions",
-        Status::Up,
-        format!("{:?} of {}", pinned.partitions, pinned.count),
-    );
+    let (consumer, store) = if w.positions == "kafka" {
+        let consumer = group_consumer(&config)?;
+        health.set(
+            "partitions",
+            Status::Up,
+            format!("consumer group {}: the broker assigns them", w.group_id),
+        );
+        (consumer.clone(), Store::Kafka(consumer))
+    } else {
+        let consumer = pinned_consumer(&config, &health).await?;
+        (consumer, Store::ClickHouse(w.group_id.clone()))
+    };
     let client = client(&config);
-    let group = config.writer.group_id.clone();
     let mappings = &config.writer.mappings;
     let mut batch = Batch::default();
     let mut consuming = false;
@@ -336,7 +328,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         tokio::select! {
             () = &mut stop => break,
             _ = tick.tick() => {
-                flush(&client, &group, mappings, &mut batch, &health, &shutdown).await;
+                flush(&client, &store, mappings, &mut batch, &health, &shutdown).await;
             }
             message = consumer.recv() => {
                 let Some(message) = trident_service::pinned::received(message, &health, &mut consuming) else {
@@ -371,20 +363,77 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                 }
                 batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
                 if batch.count >= config.writer.batch_rows {
-                    flush(&client, &group, mappings, &mut batch, &health, &shutdown).await;
+                    flush(&client, &store, mappings, &mut batch, &health, &shutdown).await;
                 }
             }
         }
     }
-    flush(&client, &group, mappings, &mut batch, &health, &shutdown).await;
+    flush(&client, &store, mappings, &mut batch, &health, &shutdown).await;
     Ok(())
+}
+
+/// Where a writer keeps the positions its inserted rows end at.
+enum Store {
+    /// In ClickHouse, under this group name.
+    ClickHouse(String),
+    /// Committed to the broker by this group consumer.
+    Kafka(Arc<StreamConsumer>),
+}
+
+/// A member of the consumer group `writer.group_id` on the raw topic:
+/// the broker assigns partitions among the running writers and holds the
+/// committed offsets; a partition never committed starts at its earliest
+/// record.
+fn group_consumer(config: &Config) -> Result<Arc<StreamConsumer>, Error> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", config.kafka.brokers.join(","))
+        .set("group.id", &config.writer.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // A writer that dies gives its partitions to the others within
+        // about ten seconds.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()?;
+    consumer.subscribe(&[config.kafka.raw_topic.as_str()])?;
+    Ok(Arc::new(consumer))
+}
+
+/// A consumer of the partitions `writer.instance` owns, at the positions
+/// stored in ClickHouse.
+async fn pinned_consumer(config: &Config, health: &Health) -> Result<Arc<StreamConsumer>, Error> {
+    let w = &config.writer;
+    let stored = stored_offsets(
+        &client(config),
+        &config.clickhouse.database,
+        &w.group_id,
+        &config.kafka.raw_topic,
+    )
+    .await?;
+    let pinned = trident_service::pinned::pin(trident_service::pinned::PinOptions {
+        brokers: &config.kafka.brokers,
+        topic: &config.kafka.raw_topic,
+        instance: w.instance,
+        instances: w.instances,
+        partitions: &[],
+        replay_from_ms: 0,
+        resume: &stored,
+        timeout: config.kafka.delivery_timeout,
+    })
+    .await?;
+    health.set(
+        "partitions",
+        Status::Up,
+        format!("{:?} of {}", pinned.partitions, pinned.count),
+    );
+    Ok(pinned.consumer)
 }
 
 /// Inserts the batch (retrying while ClickHouse is away), then commits
 /// the offsets it covers.
 async fn flush(
     client: &clickhouse::Client,
-    group: &str,
+    store: &Store,
     mappings: &[MappingConfig],
     batch: &mut Batch,
     health: &Health,
@@ -422,6 +471,16 @@ async fn flush(
     }
     // The rows are in: store where they end. A crash before this line
     // re-reads them (duplicates, never losses).
+    let group = match store {
+        Store::ClickHouse(group) => group,
+        Store::Kafka(consumer) => {
+            commit(consumer, &batch.offsets).await;
+            batch.rows.clear();
+            batch.count = 0;
+            batch.offsets.clear();
+            return;
+        }
+    };
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
@@ -449,6 +508,30 @@ async fn flush(
     batch.rows.clear();
     batch.count = 0;
     batch.offsets.clear();
+}
+
+/// Commits `offsets` (the next to read, per topic and partition) for the
+/// group. A refused commit (the group rebalanced, or the broker is away)
+/// leaves the partition's last committed offset in place: its next owner
+/// reads those rows again — duplicates, not losses.
+async fn commit(consumer: &Arc<StreamConsumer>, offsets: &HashMap<(String, i32), i64>) {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, "cannot list an offset to commit");
+        }
+    }
+    let consumer = consumer.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
+    match committed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            metrics::counter!("trident_writer_commit_failures_total").increment(1);
+            tracing::warn!(error = %e, "offsets not committed; their rows may be inserted again");
+        }
+        Err(e) => tracing::warn!(error = %e, "the commit task failed"),
+    }
 }
 
 async fn insert(
