@@ -568,6 +568,8 @@ pub struct WriterConfig {
     pub intervals: Vec<Duration>,
     /// Rows per insert at most.
     pub batch_rows: usize,
+    /// Bytes of line protocol (of the mapped points) per insert at most.
+    pub batch_bytes: usize,
     /// Longest wait before rows are inserted (and offsets committed).
     #[serde(with = "humantime_serde")]
     pub batch_period: Duration,
@@ -616,6 +618,7 @@ impl Default for WriterConfig {
             mappings: Vec::new(),
             intervals: vec![Duration::from_secs(60), Duration::from_secs(3600)],
             batch_rows: 100_000,
+            batch_bytes: 64 << 20,
             batch_period: Duration::from_secs(1),
             raw_ttl_days: 30,
         }

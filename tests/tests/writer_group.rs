@@ -88,7 +88,7 @@ async fn two_writers_share_the_partitions_and_one_stopped_loses_nothing() {
     std::fs::write(
         &config_file,
         format!(
-            "[writer]\npositions = \"kafka\"\ngroup_id = \"{group}\"\nbatch_rows = 2000\n\
+            "[writer]\npositions = \"kafka\"\ngroup_id = \"{group}\"\nbatch_rows = 2000\nbatch_bytes = 30000\n\
              batch_period = \"200ms\"\nintervals = [\"1m\"]\n[[writer.mappings]]\n\
              measurement = \"http\"\ndimensions = [\"app\"]\nvalues = [\"latency_ms\"]\n"
         ),

@@ -266,6 +266,8 @@ const SKIP_REASONS: [&str; 4] = ["unparsable", "unmapped", "bad_time", "no_value
 struct Batch {
     rows: HashMap<usize, Vec<rows::RawRow>>,
     count: usize,
+    /// Line protocol bytes of the rows.
+    bytes: usize,
     offsets: HashMap<(String, i32), i64>,
 }
 
@@ -350,6 +352,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                         Ok(row) => {
                             batch.rows.entry(index).or_default().push(row);
                             batch.count += 1;
+                            batch.bytes += line.text().len();
                         }
                         Err(rows::Skip::BadTime) => skipped[2] += 1,
                         Err(rows::Skip::NoValues) => skipped[3] += 1,
@@ -362,7 +365,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                     }
                 }
                 batch.offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-                if batch.count >= config.writer.batch_rows {
+                if batch.count >= config.writer.batch_rows || batch.bytes >= config.writer.batch_bytes {
                     flush(&client, &store, mappings, &mut batch, &health, &shutdown).await;
                 }
             }
@@ -458,9 +461,7 @@ async fn flush(
                     tracing::warn!(%table, error = %e, ?wait, "insert failed; retrying (offsets not committed)");
                     if shutdown.is_triggered() {
                         // Not committed: the next start re-reads them.
-                        batch.rows.clear();
-                        batch.count = 0;
-                        batch.offsets.clear();
+                        *batch = Batch::default();
                         return;
                     }
                     tokio::time::sleep(wait).await;
@@ -475,9 +476,7 @@ async fn flush(
         Store::ClickHouse(group) => group,
         Store::Kafka(consumer) => {
             commit(consumer, &batch.offsets).await;
-            batch.rows.clear();
-            batch.count = 0;
-            batch.offsets.clear();
+            *batch = Batch::default();
             return;
         }
     };
@@ -505,9 +504,7 @@ async fn flush(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
-    batch.rows.clear();
-    batch.count = 0;
-    batch.offsets.clear();
+    *batch = Batch::default();
 }
 
 /// Commits `offsets` (the next to read, per topic and partition) for the
