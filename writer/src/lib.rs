@@ -70,16 +70,23 @@ pub fn client(config: &Config) -> clickhouse::Client {
 
 /// Creates the database, tables and views of every mapping.
 pub async fn ensure_schema(config: &Config) -> Result<(), Error> {
-    let client = client(config).with_database("default");
-    let version: String = client
+    let server = client(config).with_database("default");
+    let version: String = server
         .query("SELECT version()")
         .fetch_one()
         .await
         .unwrap_or_default();
     let ttl = schema::ttl_supported(&version).then_some(config.writer.raw_ttl_days);
     let db = &config.clickhouse.database;
-    for sql in schema::setup(db, &config.writer.mappings, &config.writer.intervals, ttl) {
-        client.query(&sql).execute().await?;
+    let statements = schema::setup(db, &config.writer.mappings, &config.writer.intervals, ttl);
+    // The database first, from `default`; the rest from inside it.
+    let mut statements = statements.iter();
+    if let Some(create_database) = statements.next() {
+        server.query(create_database).execute().await?;
+    }
+    let client = client(config);
+    for sql in statements {
+        client.query(sql).execute().await?;
     }
     Ok(())
 }
