@@ -860,10 +860,12 @@ pub async fn spawn_gateway(
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
     tokio::spawn(ingest_gateway::run(config, listener, shutdown.clone()));
-    for _ in 0..100 {
-        if http().get(format!("{url}/ping")).send().await.is_ok() {
-            break;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http().get(format!("{url}/ping")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway at {url} did not answer /ping within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (url, shutdown)

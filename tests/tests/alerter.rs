@@ -257,7 +257,7 @@ labels = {{ run = "{run}" }}
     // Alertmanager lists it through its own API.
     let listed = trident_e2e::wait_for_json(
         &format!("{alertmanager}/api/v2/alerts?filter=run%3D%22{run}%22"),
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         |v| v.as_array().is_some_and(|a| !a.is_empty()),
     )
     .await;
@@ -354,7 +354,7 @@ labels = {{ run = "{run}" }}
     // A malformed rules file: reported, the running rules stay.
     std::fs::write(&rules_path, format!("{rules}\n[[rules]]\nname = \"Bad\"\n")).expect("write");
     let health =
-        trident_e2e::wait_for_json(&format!("{admin}/health"), Duration::from_secs(10), |h| {
+        trident_e2e::wait_for_json(&format!("{admin}/health"), Duration::from_secs(60), |h| {
             h["components"]["rules"]["status"] == "degraded"
         })
         .await;

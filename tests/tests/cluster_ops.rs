@@ -398,6 +398,25 @@ async fn placed_on_three(name: &str) -> (PrivateStack, Vec<String>, String, std:
     (stack, four, db, file)
 }
 
+/// Waits (up to 30 s) until the topology file holds move version 2: the
+/// moment to interrupt trident-ctl, whatever the machine's pace.
+async fn wait_for_move(file: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let topology: Option<Topology> = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        if topology.is_some_and(|t| t.moving.is_some() && t.version == 2) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trident-ctl did not publish the move version"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_add_node_killed_midway_is_finished_by_finish_move() {
     let (_stack, four, db, file) = placed_on_three("resume").await;
@@ -407,11 +426,11 @@ async fn an_add_node_killed_midway_is_finished_by_finish_move() {
         .arg("--topology")
         .arg(&file)
         .args([
-            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "3s",
+            "add-node", "--id", &four[3], "--url", &four[3], "--grace", "30s",
         ])
         .spawn()
         .expect("start trident-ctl");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    wait_for_move(&file).await;
     child.kill().expect("kill trident-ctl");
     let _ = child.wait();
     let midway: Topology =
@@ -458,10 +477,10 @@ async fn a_move_interrupted_by_a_dead_node_is_finished_once_it_is_back() {
         "--url",
         &four[3],
         "--grace",
-        "2s",
+        "10s",
     ]);
     let kill = async {
-        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        wait_for_move(&file).await;
         stack.kill("influx2").expect("kill influx2");
     };
     let (out, ()) = tokio::join!(tokio::task::spawn_blocking(move || command.output()), kill);

@@ -72,15 +72,22 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
     // 1. A node dies: writes go on, its spool grows.
     let victim = stack.env.influx_urls[1].clone();
     stack.kill("influx2").expect("kill influx2");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let spool_metric = format!("trident_gateway_spool_entries{{spool=\"influx:{victim}\"}}");
+    // The first write to the dead node waits for its connection to fail;
+    // then the spool grows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut spooled = 0.0;
+    while spooled == 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        spooled = metric(&scrape(&url).await, &spool_metric);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let seen = load.snapshot();
     assert!(
         seen.statuses.iter().all(|&s| s == 204),
         "every write answered 204 while a node was down: {:?}",
         seen.first_refusal
     );
-    let spool_metric = format!("trident_gateway_spool_entries{{spool=\"influx:{victim}\"}}");
-    let spooled = metric(&scrape(&url).await, &spool_metric);
     assert!(spooled > 0.0, "the dead node's spool grows");
 
     // 2. The gateway dies with acknowledged points only in that spool.

@@ -54,12 +54,12 @@ op = ">"
 threshold = 250
 "#;
 
-/// Reads lines from the topic until `want` of them arrived (or 20 s),
+/// Reads lines from the topic until `want` of them arrived (or 60 s),
 /// checking that each measurement stays on one partition and is the key.
 fn read_lines(consumer: &BaseConsumer, want: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while lines.len() < want && std::time::Instant::now() < deadline {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
