@@ -186,11 +186,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
         timeout: config.kafka.delivery_timeout,
     })
     .await?;
-    health.set(
-        "partitions",
-        Status::Up,
-        format!("{:?} of {}", pinned.partitions, pinned.count),
-    );
+    pinned.report(&health);
     let ends: HashMap<i32, i64> = pinned.ends.iter().copied().collect();
     // History is re-read until every partition reached the end it had at
     // assignment. A partition that started there has none to re-read.

@@ -62,6 +62,17 @@ pub struct Pinned {
     pub starts: Vec<(i32, i64)>,
 }
 
+impl Pinned {
+    /// Reports the owned partitions as health component `partitions`.
+    pub fn report(&self, health: &crate::health::Health) {
+        health.set(
+            "partitions",
+            crate::health::Status::Up,
+            format!("{:?} of {}", self.partitions, self.count),
+        );
+    }
+}
+
 impl std::fmt::Debug for Pinned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pinned")

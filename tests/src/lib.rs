@@ -276,6 +276,27 @@ pub async fn post_text(url: &str, query: &[(&str, &str)], body: String) -> Resul
     send(http().post(url).query(query).body(body), url).await
 }
 
+/// The rows ClickHouse answers to `sql` (`FORMAT JSONCompact`).
+pub async fn clickhouse_rows(env: &StackEnv, sql: &str) -> Vec<serde_json::Value> {
+    let text = post_text(
+        &env.clickhouse_url,
+        &[],
+        format!("{sql} FORMAT JSONCompact"),
+    )
+    .await
+    .expect("ClickHouse query");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    json["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// A JSON number, or a number in a string (ClickHouse quotes 64-bit
+/// integers); NaN otherwise.
+pub fn json_number(v: &serde_json::Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 /// POSTs `body` as `application/json`; the response text, or an error.
 pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<String> {
     send(

@@ -59,6 +59,18 @@ fn owners(config: &Config, db: &str, line: &str) -> BTreeSet<String> {
     placement.owners(hash).map(|n| n.url.clone()).collect()
 }
 
+/// The first number `q` answers on each node, summed over the nodes.
+async fn count_on_nodes(env: &StackEnv, db: &str, q: &str) -> u64 {
+    let mut total = 0;
+    for node in &env.influx_urls {
+        let json = influx_query(node, q, Some(db)).await.expect("query");
+        total += json["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    total
+}
+
 async fn post(
     url: &str,
     body: impl Into<reqwest::Body>,
@@ -126,15 +138,7 @@ async fn bad_input_gets_influxdbs_answers() {
         json["error"],
         "partial write: unable to parse 'cpu v=oops 2': invalid boolean dropped=0"
     );
-    let mut found = 0;
-    for node in &env.influx_urls {
-        let json = influx_query(node, "SELECT count(v) FROM cpu", Some(&db.name))
-            .await
-            .expect("query");
-        found += json["results"][0]["series"][0]["values"][0][1]
-            .as_i64()
-            .unwrap_or(0);
-    }
+    let found = count_on_nodes(&env, &db.name, "SELECT count(v) FROM cpu").await;
     assert_eq!(found, 1, "the good line, once (replication 1)");
 
     let (status, text, _) = post(&format!("{}/write", gw.url), "cpu v=1").await;
@@ -248,15 +252,7 @@ async fn a_down_owner_is_spooled_and_stronger_consistency_is_a_503() {
         status, 204,
         "lines the dead node does not own are stored at any level: {text}"
     );
-    let mut stored = 0;
-    for node in &env.influx_urls {
-        let json = influx_query(node, "SELECT count(used) FROM mem", Some(&db.name))
-            .await
-            .expect("query");
-        stored += json["results"][0]["series"][0]["values"][0][1]
-            .as_u64()
-            .unwrap_or(0);
-    }
+    let stored = count_on_nodes(&env, &db.name, "SELECT count(used) FROM mem").await;
     assert_eq!(
         stored as usize,
         on_live.len(),
@@ -608,15 +604,7 @@ async fn concurrent_small_writes_share_node_requests_and_keep_their_own_answers(
     );
     let requests = node_write_requests(&env).await - before;
 
-    let mut stored = 0;
-    for node in &env.influx_urls {
-        let json = influx_query(node, "SELECT count(usage) FROM cpu", Some(&db.name))
-            .await
-            .expect("query");
-        stored += json["results"][0]["series"][0]["values"][0][1]
-            .as_u64()
-            .unwrap_or(0);
-    }
+    let stored = count_on_nodes(&env, &db.name, "SELECT count(usage) FROM cpu").await;
     let rf = gw.config.influx.replication as u64;
     assert_eq!(stored, 5 * writes * rf, "every point stored RF times");
     // Without batching each write is a request to every node it touches

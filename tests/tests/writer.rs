@@ -7,29 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use trident_e2e::{ClickHouseDb, KafkaTopic, StackEnv, unique_name};
+use trident_e2e::{
+    ClickHouseDb, KafkaTopic, StackEnv, clickhouse_rows as ch, json_number as num, unique_name,
+};
 use trident_service::config::{Config, MappingConfig, Service, SuccessConfig};
 use trident_service::shutdown::Shutdown;
 
 /// Rows of `sql` (JSONCompact) from ClickHouse.
-async fn ch(env: &StackEnv, sql: &str) -> Vec<serde_json::Value> {
-    let text = trident_e2e::post_text(
-        &env.clickhouse_url,
-        &[],
-        format!("{sql} FORMAT JSONCompact"),
-    )
-    .await
-    .expect("ClickHouse query");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    json["data"].as_array().cloned().unwrap_or_default()
-}
-
-fn num(v: &serde_json::Value) -> f64 {
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_in_clickhouse_match_the_raw_rows() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");

@@ -20,18 +20,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use trident_e2e::{ClickHouseDb, KafkaTopic, ServiceProcess, StackEnv, unique_name};
 
 async fn ch_number(env: &StackEnv, sql: &str) -> f64 {
-    let text = trident_e2e::post_text(
-        &env.clickhouse_url,
-        &[],
-        format!("{sql} FORMAT JSONCompact"),
-    )
-    .await
-    .expect("ClickHouse query");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    let v = &json["data"][0][0];
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(f64::NAN)
+    trident_e2e::clickhouse_rows(env, sql)
+        .await
+        .first()
+        .map_or(f64::NAN, |row| trident_e2e::json_number(&row[0]))
 }
 
 /// `trident_writer_rows_total` of the writer whose admin port is `port`.

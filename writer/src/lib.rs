@@ -431,11 +431,7 @@ async fn pinned_consumer(config: &Config, health: &Health) -> Result<Arc<StreamC
         timeout: config.kafka.delivery_timeout,
     })
     .await?;
-    health.set(
-        "partitions",
-        Status::Up,
-        format!("{:?} of {}", pinned.partitions, pinned.count),
-    );
+    pinned.report(health);
     Ok(pinned.consumer)
 }
 
