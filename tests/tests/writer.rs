@@ -427,3 +427,94 @@ async fn clickhouse_restarted_mid_stream_loses_nothing() {
     );
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A mapping that gains a value: the writer adds its columns to the
+/// aggregate table and replaces the view at start; old buckets keep their
+/// states. A mapping whose dimensions change is refused with what to do.
+#[tokio::test]
+async fn a_changed_mapping_migrates_the_tables() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let db = ClickHouseDb::create(&env)
+        .await
+        .expect("ClickHouse database");
+    let mut config = env.config(&[
+        ("TRIDENT_CLICKHOUSE_DATABASE", &db.name),
+        ("TRIDENT_WRITER_INTERVALS", "1m"),
+    ]);
+    config.writer.mappings = vec![MappingConfig {
+        measurement: "http".into(),
+        table: String::new(),
+        dimensions: vec!["app".into()],
+        values: vec!["latency_ms".into()],
+        success: None,
+    }];
+    let insert = |vals: &str| {
+        let (env, sql) = (
+            env.clone(),
+            format!(
+                "INSERT INTO {}.http_raw (ts, ts_ns, dims, vals, success) \
+                 VALUES (now(), 1, ['a'], [{vals}], 1)",
+                db.name
+            ),
+        );
+        async move {
+            trident_e2e::post_text(&env.clickhouse_url, &[], sql)
+                .await
+                .expect("insert");
+        }
+    };
+    writer::ensure_schema(&config).await.expect("first schema");
+    insert("10").await;
+
+    config.writer.mappings[0].values.push("bytes".into());
+    writer::ensure_schema(&config).await.expect("a value added");
+    writer::ensure_schema(&config)
+        .await
+        .expect("and again: nothing to do");
+    insert("20, 300").await;
+
+    let views = ch(
+        &env,
+        &format!(
+            "SELECT name FROM system.tables WHERE database = '{}' AND engine = 'MaterializedView'",
+            db.name
+        ),
+    )
+    .await;
+    let wanted = writer::schema::view_name(&config.writer.mappings[0], Duration::from_secs(60));
+    assert_eq!(
+        views,
+        vec![serde_json::json!([wanted])],
+        "one view, of the new shape"
+    );
+    let totals = ch(
+        &env,
+        &format!(
+            "SELECT countMerge(requests), sumMerge(latency_ms_sum), sumMerge(bytes_sum) \
+             FROM {}.http_1m",
+            db.name
+        ),
+    )
+    .await;
+    let totals: Vec<f64> = totals[0]
+        .as_array()
+        .expect("a row")
+        .iter()
+        .map(num)
+        .collect();
+    assert_eq!(
+        totals,
+        vec![2.0, 30.0, 300.0],
+        "old states kept, the new value aggregated"
+    );
+
+    config.writer.mappings[0].dimensions.push("region".into());
+    let err = writer::ensure_schema(&config)
+        .await
+        .expect_err("dimensions cannot change")
+        .to_string();
+    assert!(
+        err.contains("sorting key") && err.contains(&format!("{}.http_1m", db.name)),
+        "{err}"
+    );
+}

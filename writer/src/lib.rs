@@ -56,6 +56,9 @@ pub enum Error {
     /// A query asked for something the configuration does not map.
     #[error("{0}")]
     Query(String),
+    /// The mappings ask for a change the existing tables cannot take.
+    #[error("schema: {0}")]
+    Schema(String),
 }
 
 /// A ClickHouse client for the configured server and database.
@@ -85,10 +88,55 @@ pub async fn ensure_schema(config: &Config) -> Result<(), Error> {
         server.query(create_database).execute().await?;
     }
     let client = client(config);
+    // Tables of earlier mappings first brought to these ones.
+    let existing = existing(&server, db).await?;
+    for mapping in &config.writer.mappings {
+        for sql in schema::migrate(db, mapping, &config.writer.intervals, &existing)
+            .map_err(Error::Schema)?
+        {
+            tracing::info!(%sql, "migrating the schema");
+            client.query(&sql).execute().await?;
+        }
+    }
     for sql in statements {
         client.query(sql).execute().await?;
     }
     Ok(())
+}
+
+#[derive(Debug, serde::Deserialize, clickhouse::Row)]
+struct ColumnRow {
+    table: String,
+    name: String,
+    kind: String,
+}
+
+#[derive(Debug, serde::Deserialize, clickhouse::Row)]
+struct ViewRow {
+    name: String,
+}
+
+/// The columns of `db`'s tables and its materialized views.
+async fn existing(server: &clickhouse::Client, db: &str) -> Result<schema::Existing, Error> {
+    let columns: Vec<ColumnRow> = server
+        .query("SELECT table, name, type AS kind FROM system.columns WHERE database = ?")
+        .bind(db)
+        .fetch_all()
+        .await?;
+    let views: Vec<ViewRow> = server
+        .query("SELECT name FROM system.tables WHERE database = ? AND engine = 'MaterializedView'")
+        .bind(db)
+        .fetch_all()
+        .await?;
+    let mut out = schema::Existing::default();
+    for c in columns {
+        out.columns
+            .entry(c.table)
+            .or_default()
+            .push((c.name, c.kind));
+    }
+    out.views = views.into_iter().map(|v| v.name).collect();
+    Ok(out)
 }
 
 /// One stored position: the next offset to read.
@@ -300,6 +348,8 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     loop {
         match ensure_schema(&config).await {
             Ok(()) => break,
+            // The configuration must change; waiting will not help.
+            Err(e @ Error::Schema(_)) => return Err(e),
             Err(e) if !shutdown.is_triggered() => {
                 health.set("clickhouse", Status::Down, e.to_string());
                 tracing::warn!(error = %e, ?wait, "cannot create the schema yet");

@@ -10,7 +10,9 @@
 //!              ok sumState(success), v_sum sumState(v) (points without v
 //!              count as requests but not in v's sum and quantiles),
 //!              v_q quantilesExactState(0.5, 0.9, 0.95, 0.99)(v)
-//! t_<interval>_mv  materialized view t_raw → t_<interval>
+//! t_<interval>_mv_<hash>  materialized view t_raw → t_<interval>; the
+//!              hash names its shape, so a changed mapping replaces it
+//!              ([`migrate`])
 //! ```
 //!
 //! Quantile states are exact (`quantilesExact`): merged, they answer what
@@ -159,14 +161,111 @@ pub fn statements(
                 )
             })
             .collect();
-        out.push(format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t}_{l}_mv TO {db}.{t}_{l} AS \
-             SELECT toDateTime(intDiv(toUInt32(ts), {n}) * {n}) AS bucket{dims}, \
+        let select = format!(
+            "SELECT toDateTime(intDiv(toUInt32(ts), {n}) * {n}) AS bucket{dims}, \
              countState() AS requests, sumState(success) AS ok{values} \
              FROM {db}.{t}_raw GROUP BY {order}"
+        );
+        let view = view_name(mapping, *interval);
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} TO {db}.{t}_{l} AS {select}"
         ));
     }
     out
+}
+
+/// The materialized view of `mapping` for `interval`: `t_<l>_mv_<hash>`,
+/// the hash of what it computes (dimensions and values, in order), so a
+/// changed mapping gets a new view and [`migrate`] drops the old one.
+pub fn view_name(mapping: &MappingConfig, interval: Duration) -> String {
+    let shape = format!(
+        "{}|{}|{}",
+        interval.as_secs(),
+        mapping.dimensions.join(","),
+        mapping.values.join(",")
+    );
+    let hash = trident_line_protocol::shard_hash(shape.as_bytes()) as u32;
+    format!("{}_{}_mv_{hash:08x}", table(mapping), label(interval))
+}
+
+/// What the database holds now: the columns of each table, and the names
+/// of the materialized views.
+#[derive(Debug, Clone, Default)]
+pub struct Existing {
+    /// Table name → its columns' names and types.
+    pub columns: std::collections::BTreeMap<String, Vec<(String, String)>>,
+    /// Materialized view names.
+    pub views: Vec<String>,
+}
+
+/// Statements that bring `mapping`'s existing tables to what it asks now,
+/// to run before [`statements`]: value columns added to the aggregate
+/// tables (`ALTER TABLE … ADD COLUMN`; old buckets hold empty states for
+/// them), and views of an earlier shape dropped (`statements` creates the
+/// new one). Values removed keep their columns and old data. Dimensions
+/// cannot change: they are the tables' sorting key, which ClickHouse does
+/// not change; the error says what to do instead.
+pub fn migrate(
+    db: &str,
+    mapping: &MappingConfig,
+    intervals: &[Duration],
+    existing: &Existing,
+) -> Result<Vec<String>, String> {
+    let t = table(mapping);
+    let mut out = Vec::new();
+    for interval in intervals {
+        let l = label(*interval);
+        let aggregate = format!("{t}_{l}");
+        if let Some(columns) = existing.columns.get(&aggregate) {
+            // Dimensions are the String columns (the bucket is a DateTime,
+            // the rest aggregate states).
+            let dims: Vec<&String> = columns
+                .iter()
+                .filter(|(_, kind)| kind == "String")
+                .map(|(name, _)| name)
+                .collect();
+            let has = |name: String| columns.iter().any(|(c, _)| *c == name);
+            let wanted: Vec<&String> = mapping.dimensions.iter().collect();
+            let mut have_sorted = dims.clone();
+            let mut want_sorted = wanted.clone();
+            have_sorted.sort();
+            want_sorted.sort();
+            if have_sorted != want_sorted {
+                return Err(format!(
+                    "{db}.{aggregate} has dimensions {dims:?} but the mapping of {} asks for \
+                     {wanted:?}: a table's dimensions are its sorting key, which ClickHouse cannot \
+                     change; give the mapping a new `table` name (its data starts afresh there), \
+                     or rename {db}.{aggregate} away first",
+                    mapping.measurement
+                ));
+            }
+            let mut added = Vec::new();
+            for v in &mapping.values {
+                if !has(format!("{v}_sum")) {
+                    added.push(format!(
+                        "ADD COLUMN {v}_sum AggregateFunction(sum, Float64)"
+                    ));
+                }
+                if !has(format!("{v}_q")) {
+                    added.push(format!(
+                        "ADD COLUMN {v}_q AggregateFunction(quantilesExact({LEVELS}), Float64)"
+                    ));
+                }
+            }
+            if !added.is_empty() {
+                out.push(format!("ALTER TABLE {db}.{aggregate} {}", added.join(", ")));
+            }
+        }
+        let current = view_name(mapping, *interval);
+        let prefix = format!("{aggregate}_mv");
+        for view in &existing.views {
+            let ours = view == &prefix || view.starts_with(&format!("{prefix}_"));
+            if ours && view != &current {
+                out.push(format!("DROP TABLE IF EXISTS {db}.{view}"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The analysts' query: count, success rate and P50/P90/P95/P99 of `value`
@@ -242,6 +341,73 @@ mod tests {
         assert_eq!(sql[0], "CREATE DATABASE IF NOT EXISTS t");
         assert!(sql[1].contains("t.trident_writer_offsets"));
         assert!(sql[2].contains("t.http_raw"));
+    }
+
+    #[test]
+    fn a_value_added_alters_the_table_and_replaces_the_view() {
+        let before = http();
+        let mut after = http();
+        after.values.push("bytes".into());
+        let minute = [Duration::from_secs(60)];
+        let old_view = view_name(&before, minute[0]);
+        let new_view = view_name(&after, minute[0]);
+        assert_ne!(old_view, new_view);
+        assert!(old_view.starts_with("http_1m_mv_"));
+        let existing = Existing {
+            columns: [(
+                "http_1m".to_owned(),
+                [
+                    ("bucket", "DateTime"),
+                    ("app", "String"),
+                    ("endpoint", "String"),
+                    ("requests", "AggregateFunction(count)"),
+                    ("ok", "AggregateFunction(sum, UInt8)"),
+                    ("latency_ms_sum", "AggregateFunction(sum, Float64)"),
+                    (
+                        "latency_ms_q",
+                        "AggregateFunction(quantilesExact(0.5, 0.9, 0.95, 0.99), Float64)",
+                    ),
+                ]
+                .map(|(n, k)| (n.to_owned(), k.to_owned()))
+                .to_vec(),
+            )]
+            .into(),
+            views: vec![
+                old_view.clone(),
+                "http_1m_mv".into(),
+                "other_1m_mv_1".into(),
+            ],
+        };
+        let sql = migrate("t", &after, &minute, &existing).expect("a value may be added");
+        assert_eq!(
+            sql,
+            vec![
+                format!(
+                    "ALTER TABLE t.http_1m ADD COLUMN bytes_sum AggregateFunction(sum, Float64), \
+                     ADD COLUMN bytes_q AggregateFunction(quantilesExact({LEVELS}), Float64)"
+                ),
+                format!("DROP TABLE IF EXISTS t.{old_view}"),
+                "DROP TABLE IF EXISTS t.http_1m_mv".to_owned(),
+            ]
+        );
+        // The same shape again: nothing to do.
+        let same = Existing {
+            views: vec![old_view],
+            ..existing.clone()
+        };
+        assert!(
+            migrate("t", &before, &minute, &same)
+                .expect("same")
+                .is_empty()
+        );
+        // A dimension changed: refused, with what to do.
+        let mut moved = http();
+        moved.dimensions = vec!["app".into(), "region".into()];
+        let err = migrate("t", &moved, &minute, &existing).unwrap_err();
+        assert!(
+            err.contains("sorting key") && err.contains("new `table` name"),
+            "{err}"
+        );
     }
 
     #[test]
