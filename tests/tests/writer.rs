@@ -14,6 +14,17 @@ use trident_service::config::{Config, MappingConfig, Service, SuccessConfig};
 use trident_service::shutdown::Shutdown;
 
 /// Rows of `sql` (JSONCompact) from ClickHouse.
+/// `http` points: latency per app, every request a success.
+fn latency_by_app() -> MappingConfig {
+    MappingConfig {
+        measurement: "http".into(),
+        table: String::new(),
+        dimensions: vec!["app".into()],
+        values: vec!["latency_ms".into()],
+        success: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_in_clickhouse_match_the_raw_rows() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
@@ -351,13 +362,7 @@ async fn clickhouse_restarted_mid_stream_loses_nothing() {
         ("TRIDENT_WRITER_INTERVALS", "1m"),
         ("TRIDENT_WRITER_BATCH_PERIOD", "200ms"),
     ]);
-    config.writer.mappings = vec![MappingConfig {
-        measurement: "http".into(),
-        table: String::new(),
-        dimensions: vec!["app".into()],
-        values: vec!["latency_ms".into()],
-        success: None,
-    }];
+    config.writer.mappings = vec![latency_by_app()];
     let (gateway, gw_shutdown) = trident_e2e::spawn_gateway(config.clone()).await;
     let gateway = format!("{gateway}/write?db=biz");
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -441,13 +446,7 @@ async fn a_changed_mapping_migrates_the_tables() {
         ("TRIDENT_CLICKHOUSE_DATABASE", &db.name),
         ("TRIDENT_WRITER_INTERVALS", "1m"),
     ]);
-    config.writer.mappings = vec![MappingConfig {
-        measurement: "http".into(),
-        table: String::new(),
-        dimensions: vec!["app".into()],
-        values: vec!["latency_ms".into()],
-        success: None,
-    }];
+    config.writer.mappings = vec![latency_by_app()];
     let insert = |vals: &str| {
         let (env, sql) = (
             env.clone(),
