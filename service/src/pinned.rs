@@ -140,6 +140,10 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
             .set("group.id", "trident-pinned")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // A position the broker no longer holds (retention deleted
+            // it) resumes at the oldest record left, not at the end: the
+            // records after it are still there to be read.
+            .set("auto.offset.reset", "earliest")
             .create()
             .map_err(|e| kafka("cannot create the consumer", &e))?,
     );

@@ -122,6 +122,9 @@ pub struct ClusterSink {
 /// Node URL, database, retention policy.
 type BatchKey = (String, String, Option<String>);
 
+/// A node batcher with nothing to do for this long leaves.
+const BATCHER_IDLE: Duration = Duration::from_secs(60);
+
 /// One write's part for one node, and who waits for its outcome.
 #[derive(Debug)]
 struct Part {
@@ -397,13 +400,13 @@ impl ClusterSink {
         let key = (slot.url.clone(), target.db.clone(), target.rp.clone());
         let (done, outcome) = oneshot::channel();
         let mut part = Part { body, done };
-        // A batcher whose task ended (never, short of a panic) is replaced.
-        for _ in 0..2 {
+        // A batcher that just left (idle) is replaced by a new one.
+        for _ in 0..3 {
             let sender = {
                 let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
                 batchers
                     .entry(key.clone())
-                    .or_insert_with(|| self.spawn_batcher(slot.clone(), target))
+                    .or_insert_with(|| self.spawn_batcher(key.clone(), slot.clone(), target))
                     .clone()
             };
             match sender.send(part) {
@@ -414,20 +417,31 @@ impl ClusterSink {
                 }
                 Err(mpsc::error::SendError(back)) => {
                     part = back;
-                    self.batchers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
+                    self.forget_batcher(&key, &sender);
                 }
             }
         }
         Err(unavailable(&slot.url, "the batcher stopped"))
     }
 
+    /// Removes the batcher of `key` if it is still `sender`'s.
+    fn forget_batcher(&self, key: &BatchKey, sender: &mpsc::UnboundedSender<Part>) {
+        let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
+        if batchers.get(key).is_some_and(|s| s.same_channel(sender)) {
+            batchers.remove(key);
+        }
+    }
+
     /// Starts the batcher of `slot`'s node for `target`'s database.
-    fn spawn_batcher(&self, slot: NodeSlot, target: &WriteTarget) -> mpsc::UnboundedSender<Part> {
+    fn spawn_batcher(
+        &self,
+        key: BatchKey,
+        slot: NodeSlot,
+        target: &WriteTarget,
+    ) -> mpsc::UnboundedSender<Part> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(self.clone().batch(slot, target.clone(), rx));
+        let me = tx.clone();
+        tokio::spawn(self.clone().batch(key, me, slot, target.clone(), rx));
         tx
     }
 
@@ -435,15 +449,41 @@ impl ClusterSink {
     /// of up to `batch_max_bytes`, at most `node_requests` at once. Memory
     /// stays bounded by the writes in flight: each part's request waits
     /// for its outcome (and the gateway bounds its requests).
+    ///
+    /// A batcher idle for [`BATCHER_IDLE`] leaves (databases and nodes
+    /// come and go; clients name the databases): it takes itself out of
+    /// the map, stops taking parts and stores those already sent.
     async fn batch(
         self,
+        key: BatchKey,
+        me: mpsc::UnboundedSender<Part>,
         slot: NodeSlot,
         target: WriteTarget,
         mut rx: mpsc::UnboundedReceiver<Part>,
     ) {
         let (max_bytes, linger) = (self.options.batch_max_bytes, self.options.batch_linger);
         let mut inflight = tokio::task::JoinSet::new();
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = match tokio::time::timeout(BATCHER_IDLE, rx.recv()).await {
+                Ok(Some(part)) => part,
+                Ok(None) => break,
+                Err(_) => {
+                    while inflight.try_join_next().is_some() {}
+                    if !inflight.is_empty() {
+                        continue;
+                    }
+                    self.forget_batcher(&key, &me);
+                    rx.close();
+                    let mut rest = Vec::new();
+                    while let Ok(part) = rx.try_recv() {
+                        rest.push(part);
+                    }
+                    if !rest.is_empty() {
+                        self.store_parts(&slot, &target, rest).await;
+                    }
+                    return;
+                }
+            };
             let mut bytes = first.body.len();
             let mut parts = vec![first];
             let deadline = tokio::time::Instant::now() + linger;
@@ -483,6 +523,13 @@ impl ClusterSink {
     /// node took of the joined request it takes again: same series and
     /// time overwrite themselves).
     async fn store_parts(&self, slot: &NodeSlot, target: &WriteTarget, parts: Vec<Part>) {
+        // A write whose client went away was not acknowledged: its part is
+        // not sent (the client sends it again), so a node that hangs while
+        // clients give up does not grow this queue without bound.
+        let parts: Vec<Part> = parts.into_iter().filter(|p| !p.done.is_closed()).collect();
+        if parts.is_empty() {
+            return;
+        }
         if parts.len() == 1 {
             for part in parts {
                 let _ = part.done.send(self.store(slot, target, part.body).await);

@@ -138,14 +138,20 @@ impl RawSink {
     /// bumped epoch the broker never saw; a new one starts clean (a new
     /// producer id). tansu 0.6 even stops serving produce requests after
     /// such a producer writes to it once it restarted (docs/decisions.md).
-    fn renew(&self) {
+    ///
+    /// Only if `failed` is still the producer in use: dropping a producer
+    /// purges what is in flight on it, so the other produce groups that
+    /// fail with it must not each renew again and purge the fresh one.
+    fn renew(&self, failed: &Arc<BaseProducer<Acks>>) {
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
         match self
             .settings
             .create_with_context::<Acks, BaseProducer<Acks>>(Acks)
         {
-            Ok(fresh) => {
-                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = polled(fresh);
-            }
+            Ok(fresh) => *current = polled(fresh),
             Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
         }
     }
@@ -325,7 +331,10 @@ impl RawSink {
     /// Produces `parts`, those of one db and rp as one set of records
     /// (carrying the newest ingest time), and tells each part the outcome
     /// of its set.
-    async fn produce_group(&self, mut parts: Vec<SharedPart>) {
+    async fn produce_group(&self, parts: Vec<SharedPart>) {
+        // A write whose client went away was not acknowledged: not sent.
+        let mut parts: Vec<SharedPart> =
+            parts.into_iter().filter(|p| !p.done.is_closed()).collect();
         while !parts.is_empty() {
             let (db, rp) = (parts[0].db.clone(), parts[0].rp.clone());
             let (same, rest): (Vec<SharedPart>, Vec<SharedPart>) =
@@ -361,15 +370,15 @@ impl RawSink {
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
     ) -> Result<(), KafkaUnavailable> {
+        let producer = self.current();
         let attempt = async {
             let partitions = self.partition_count().await?;
-            let deliveries =
-                self.enqueue(&self.current(), partitions, db, rp, timestamp_ms, records)?;
+            let deliveries = self.enqueue(&producer, partitions, db, rp, timestamp_ms, records)?;
             self.acknowledged(deliveries).await
         };
         let result = attempt.await;
         if result.is_err() {
-            self.renew();
+            self.renew(&producer);
         }
         result
     }
@@ -540,7 +549,7 @@ impl RawSink {
             }
             let bytes: u64 = batch.iter().take(delivered).map(|e| e.len() as u64).sum();
             if failed {
-                self.renew();
+                self.renew(&producer);
             }
             if delivered > 0
                 && let Err(e) = self.spool.remove(delivered, bytes).await
