@@ -226,13 +226,24 @@ impl Placement {
     }
 
     /// The shard hash of the series of `measurement` in `database` with
-    /// `tags` (non-empty values): what its points were placed by.
-    pub fn series_hash(&self, database: &str, measurement: &str, tags: &[(&str, &str)]) -> u64 {
+    /// `tags` as InfluxDB answers them (a tag the series lacks has an empty
+    /// value, and is left out): what its points were placed by.
+    pub fn series_hash(
+        &self,
+        database: &str,
+        measurement: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> u64 {
+        let tags: Vec<(&str, &str)> = tags
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let strategy = self.strategy_for(database, measurement);
         trident_line_protocol::shard_hash(&trident_line_protocol::series_shard_key(
             strategy,
             measurement,
-            tags,
+            &tags,
         ))
     }
 

@@ -218,13 +218,8 @@ fn owners(
     measurement: &str,
     tags: &BTreeMap<String, String>,
 ) -> Vec<String> {
-    let tags: Vec<(&str, &str)> = tags
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     placement
-        .owners(placement.series_hash(db, measurement, &tags))
+        .owners(placement.series_hash(db, measurement, tags))
         .map(|n| n.id.clone())
         .collect()
 }

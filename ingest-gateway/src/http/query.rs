@@ -286,13 +286,8 @@ async fn execute(
                 let (Some(db), Some(&node)) = (db, answered.get(answer)) else {
                     return true;
                 };
-                let tags: Vec<(&str, &str)> = tags
-                    .iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
                 placement
-                    .read_owners(placement.series_hash(db, measurement, &tags))
+                    .read_owners(placement.series_hash(db, measurement, tags))
                     .contains(node)
             };
             // first()/last() across series: the same nodes' raw points.
