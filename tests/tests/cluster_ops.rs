@@ -48,6 +48,27 @@ fn topology(urls: &[String]) -> Topology {
     trident_e2e::topology_of(1, urls, 2)
 }
 
+/// A private stack with its spare fourth node started: the stack, its
+/// three nodes' URLs, and those four.
+fn three_and_a_spare() -> (PrivateStack, Vec<String>, Vec<String>) {
+    let stack = PrivateStack::up(&[]).expect("a private stack");
+    stack.start("influx4").expect("the spare node");
+    let three: Vec<String> = stack.env.influx_urls.clone();
+    let mut four = three.clone();
+    four.push(stack.influx_url(4));
+    (stack, three, four)
+}
+
+/// A topology file of [`topology`] over `urls`, in a work dir of its own.
+fn topology_file(name: &str, urls: &[String]) -> std::path::PathBuf {
+    let work = std::env::temp_dir().join(unique_name(name));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let file = work.join("topology.json");
+    std::fs::write(&file, serde_json::to_string(&topology(urls)).expect("json"))
+        .expect("topology file");
+    file
+}
+
 fn ctl(topology: &Path, args: &[&str]) -> (bool, Value) {
     ctl_with(topology, args, &BTreeMap::new())
 }
@@ -166,19 +187,12 @@ async fn queries_match(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_remove_recover_and_check_keep_every_point_in_place() {
-    let stack = PrivateStack::up(&[]).expect("a private stack");
-    stack.start("influx4").expect("the spare node");
+    let (stack, three, four) = three_and_a_spare();
     let env = &stack.env;
-    let three: Vec<String> = env.influx_urls.clone();
-    let mut four = three.clone();
-    four.push(stack.influx_url(4));
     let db = unique_name("ops");
     let oracle = unique_name("ops_oracle");
-    let work = std::env::temp_dir().join(unique_name("ctl"));
-    std::fs::create_dir_all(&work).expect("work dir");
-    let file = work.join("topology.json");
+    let file = topology_file("ctl", &three);
     let before = topology(&three);
-    std::fs::write(&file, serde_json::to_string(&before).expect("json")).expect("topology file");
 
     // Data in through a gateway on three nodes.
     let mut config = env.config(&[]);
@@ -219,7 +233,7 @@ async fn add_remove_recover_and_check_keep_every_point_in_place() {
     queries_match(env, &after, &db, &oracle_url, &oracle).await;
 
     // Running it again finds nothing to do: each step is idempotent.
-    let again = work.join("again.json");
+    let again = file.with_file_name("again.json");
     std::fs::write(&again, serde_json::to_string(&after).expect("json")).expect("file");
     let (ok, report) = ctl(
         &again,
@@ -333,14 +347,7 @@ async fn a_node_is_refilled_from_the_raw_topic() {
     influx_query(&urls[1], &format!("DROP DATABASE \"{db}\""), None)
         .await
         .expect("drop on node 2");
-    let work = std::env::temp_dir().join(unique_name("ctlk"));
-    std::fs::create_dir_all(&work).expect("work dir");
-    let file = work.join("topology.json");
-    std::fs::write(
-        &file,
-        serde_json::to_string(&topology(&urls)).expect("json"),
-    )
-    .expect("file");
+    let file = topology_file("ctlk", &urls);
     let mut vars = env.vars.clone();
     vars.insert("TRIDENT_KAFKA_RAW_TOPIC".into(), topic.name.clone());
     let (ok, report) = ctl_with(
@@ -374,21 +381,10 @@ async fn a_node_is_refilled_from_the_raw_topic() {
 /// gateway on its three nodes, and their topology in a file: the stack,
 /// the four node URLs, the database and the file.
 async fn placed_on_three(name: &str) -> (PrivateStack, Vec<String>, String, std::path::PathBuf) {
-    let stack = PrivateStack::up(&[]).expect("a private stack");
-    stack.start("influx4").expect("the spare node");
+    let (stack, three, four) = three_and_a_spare();
     let env = &stack.env;
-    let three: Vec<String> = env.influx_urls.clone();
-    let mut four = three.clone();
-    four.push(stack.influx_url(4));
     let db = unique_name(name);
-    let work = std::env::temp_dir().join(unique_name(name));
-    std::fs::create_dir_all(&work).expect("work dir");
-    let file = work.join("topology.json");
-    std::fs::write(
-        &file,
-        serde_json::to_string(&topology(&three)).expect("json"),
-    )
-    .expect("file");
+    let file = topology_file(name, &three);
     let mut config = env.config(&[]);
     config.influx.replication = 2;
     config.influx.rules = trident_e2e::one_rule_per_strategy();
