@@ -321,27 +321,27 @@ impl ClusterSink {
                 bodies[usize::from(node)].extend_from_slice(routed.text(i));
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (index, body) in bodies.into_iter().enumerate() {
-            if body.is_empty() {
-                continue;
-            }
-            let (sink, target, slot) = (self.clone(), target.clone(), view.nodes[index].clone());
-            tasks.spawn(async move {
-                let stored = sink.batched(&slot, &target, Bytes::from(body)).await;
-                (index, stored)
-            });
-        }
+        // Every node's part goes to its batcher at once; the batchers
+        // store them concurrently while this write waits for each outcome.
+        let pending: Vec<_> = bodies
+            .into_iter()
+            .enumerate()
+            .filter(|(_, body)| !body.is_empty())
+            .map(|(index, body)| {
+                let slot = &view.nodes[index];
+                (index, slot, self.submit(slot, target, Bytes::from(body)))
+            })
+            .collect();
         let mut outcome = vec![None; topology.nodes.len()];
         let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((index, Ok(stored))) => outcome[index] = Some(stored),
-                Ok((_, Err(e))) => {
+        for (index, slot, stored) in pending {
+            match stored.await {
+                Ok(Ok(stored)) => outcome[index] = Some(stored),
+                Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
-                Err(e) => {
-                    first_error.get_or_insert(unavailable("?", e));
+                Err(_) => {
+                    first_error.get_or_insert(unavailable(&slot.url, "the batcher stopped"));
                 }
             }
         }
@@ -388,15 +388,16 @@ impl ClusterSink {
         Ok(())
     }
 
-    /// One node's part of a write, stored by the batcher of its node and
-    /// database: alone when the node has a request slot free, otherwise
-    /// together with the parts that arrive until one frees.
-    async fn batched(
+    /// Hands one node's part of a write to the batcher of its node and
+    /// database, which stores it alone when the node has a request slot
+    /// free, otherwise together with the parts that arrive until one
+    /// frees; the receiver gets the outcome.
+    fn submit(
         &self,
         slot: &NodeSlot,
         target: &WriteTarget,
         body: Bytes,
-    ) -> Result<Stored, SinkError> {
+    ) -> oneshot::Receiver<Result<Stored, SinkError>> {
         let key = (slot.url.clone(), target.db.clone(), target.rp.clone());
         let (done, outcome) = oneshot::channel();
         let mut part = Part { body, done };
@@ -410,18 +411,17 @@ impl ClusterSink {
                     .clone()
             };
             match sender.send(part) {
-                Ok(()) => {
-                    return outcome
-                        .await
-                        .unwrap_or_else(|_| Err(unavailable(&slot.url, "the batcher stopped")));
-                }
+                Ok(()) => return outcome,
                 Err(mpsc::error::SendError(back)) => {
                     part = back;
                     self.forget_batcher(&key, &sender);
                 }
             }
         }
-        Err(unavailable(&slot.url, "the batcher stopped"))
+        let _ = part
+            .done
+            .send(Err(unavailable(&slot.url, "the batcher stopped")));
+        outcome
     }
 
     /// Removes the batcher of `key` if it is still `sender`'s.
