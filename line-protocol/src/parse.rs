@@ -62,6 +62,9 @@ pub fn parse_lines(buf: &[u8]) -> Lines<'_> {
 #[derive(Debug, Clone)]
 pub struct Lines<'a> {
     buf: &'a [u8],
+    /// The longest prefix of `buf` that is UTF-8, checked once up front:
+    /// lines inside it need no check of their own.
+    utf8: &'a str,
     pos: usize,
     line_no: usize,
     opts: ParseOptions,
@@ -70,8 +73,14 @@ pub struct Lines<'a> {
 impl<'a> Lines<'a> {
     /// Parses `buf` with `opts`.
     pub fn new(buf: &'a [u8], opts: ParseOptions) -> Self {
+        // One pass over the whole body is cheaper than one per line.
+        let utf8 = match simdutf8::compat::from_utf8(buf) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+        };
         Self {
             buf,
+            utf8,
             pos: 0,
             line_no: 0,
             opts,
@@ -124,7 +133,7 @@ impl<'a> Iterator for Lines<'a> {
                 Ok((parsed, end)) => {
                     self.pos = next_line_start(b, end);
                     self.line_no += scanner.newlines;
-                    finish(b, line_start, end, parsed, line_no, &self.opts)
+                    finish(b, self.utf8, line_start, end, parsed, line_no, &self.opts)
                 }
                 Err((at, kind)) => {
                     let end = scan_line_end(b, line_start);
@@ -177,6 +186,7 @@ struct Parsed {
 
 fn finish<'a>(
     b: &'a [u8],
+    utf8: &'a str,
     line_start: usize,
     end: usize,
     p: Parsed,
@@ -199,8 +209,13 @@ fn finish<'a>(
             },
         ));
     }
-    let text = std::str::from_utf8(&b[start..end])
-        .map_err(|e| err(start + e.valid_up_to(), ErrorKind::InvalidUtf8))?;
+    // Lines start and end at ASCII bytes, so inside the checked prefix
+    // `get` always succeeds; lines after it are checked here.
+    let text = match utf8.get(start..end) {
+        Some(text) => text,
+        None => std::str::from_utf8(&b[start..end])
+            .map_err(|e| err(start + e.valid_up_to(), ErrorKind::InvalidUtf8))?,
+    };
     // Every range ends on an ASCII delimiter, so these slices are on char
     // boundaries; `get` keeps that a checked fact rather than a promise.
     let slice = |r: Range<usize>| text.get(r.start - start..r.end - start).unwrap_or_default();
@@ -339,6 +354,7 @@ impl<'a> Token<'a> {
     }
 
     /// The token with its escapes removed; borrows unless it has escapes.
+    #[inline]
     pub fn as_str(&self) -> Cow<'a, str> {
         if self.escaped {
             Cow::Owned(unescape(self.raw, self.set))
@@ -440,8 +456,8 @@ impl<'a> Iterator for Tags<'a> {
         if self.pos >= b.len() {
             return None;
         }
-        let (key_end, key_esc) = find_unescaped(b, self.pos, b'=');
-        let (val_end, val_esc) = find_unescaped(b, key_end + 1, b',');
+        let (key_end, key_esc) = scan_valid(b, self.pos);
+        let (val_end, val_esc) = scan_valid(b, key_end + 1);
         let key = Token {
             raw: self.text.get(self.pos..key_end).unwrap_or_default(),
             escaped: key_esc,
@@ -454,6 +470,27 @@ impl<'a> Iterator for Tags<'a> {
         };
         self.pos = val_end + 1;
         Some((key, value))
+    }
+}
+
+/// The end of a tag key, tag value or field key that starts at `i` in a
+/// section the scanner already validated, eight bytes at a time: there the
+/// first unescaped `=`, `,` or space is the one that ends it, and a `\r`
+/// is never a delimiter. Returns its index (or `b.len()`) and whether the
+/// token has escapes.
+#[inline(always)]
+fn scan_valid(b: &[u8], mut i: usize) -> (usize, bool) {
+    let mut escaped = false;
+    loop {
+        i = find_stop(b, i, &TOKEN_STOP);
+        match b.get(i) {
+            Some(b'\\') => {
+                escaped = true;
+                i = skip_escape(b, i);
+            }
+            Some(b'\r') => i += 1,
+            _ => return (i, escaped),
+        }
     }
 }
 
@@ -532,7 +569,7 @@ struct FieldSpan {
 
 fn next_field(b: &[u8], pos: usize, limit: usize) -> FieldSpan {
     let b = &b[..limit.min(b.len())];
-    let (key_end, key_escaped) = find_unescaped(b, pos, b'=');
+    let (key_end, key_escaped) = scan_valid(b, pos);
     let vstart = key_end + 1;
     let value_end = if b.get(vstart) == Some(&b'"') {
         let mut i = vstart + 1;
@@ -541,11 +578,8 @@ fn next_field(b: &[u8], pos: usize, limit: usize) -> FieldSpan {
         }
         (i + 1).min(b.len())
     } else {
-        let mut i = vstart;
-        while i < b.len() && b[i] != b',' {
-            i += 1;
-        }
-        i
+        // Numbers and booleans hold no delimiter but the `,` after them.
+        find_stop(b, vstart, &TOKEN_STOP)
     };
     FieldSpan {
         key_end,
@@ -589,16 +623,17 @@ fn decode_value(raw: &str) -> FieldValue<'_> {
         Some(b't' | b'T') => FieldValue::Boolean(true),
         Some(b'f' | b'F') => FieldValue::Boolean(false),
         _ => match b.last() {
-            Some(b'i') => FieldValue::Integer(
-                raw.get(..raw.len() - 1)
-                    .and_then(|d| d.parse().ok())
-                    .unwrap_or_default(),
-            ),
-            Some(b'u') => FieldValue::UInteger(
-                raw.get(..raw.len() - 1)
-                    .and_then(|d| d.parse().ok())
-                    .unwrap_or_default(),
-            ),
+            // The scanner checked the digits and the range.
+            Some(b'i') => {
+                let d = &b[..b.len() - 1];
+                match d.split_first() {
+                    Some((b'-', digits)) => FieldValue::Integer(
+                        0i64.wrapping_sub_unsigned(parse_u64(digits).unwrap_or_default()),
+                    ),
+                    _ => FieldValue::Integer(parse_u64(d).unwrap_or_default() as i64),
+                }
+            }
+            Some(b'u') => FieldValue::UInteger(parse_u64(&b[..b.len() - 1]).unwrap_or_default()),
             _ => FieldValue::Float(raw.parse().unwrap_or_default()),
         },
     }
@@ -748,13 +783,27 @@ fn bytes_equal(v: u64, c: u8) -> u64 {
     x.wrapping_sub(LO) & !x & HI
 }
 
-/// The first byte at or after `i` that is in `stop`, eight bytes at a time:
-/// a word is skipped whole when it holds no control byte, space, `,`, `\\`
-/// (nor `=` when `stop` has it). Token bytes are mostly plain, so most words
-/// are skipped.
+/// The first byte at or after `i` that is in `stop`: sixteen bytes at a time
+/// with SSE2, then eight at a time near the end of the buffer. A block is
+/// skipped whole when it holds no control byte, space, `,`, `\\` (nor `=`
+/// when `stop` has it). Token bytes are mostly plain, so most blocks are
+/// skipped.
 #[inline(always)]
 fn find_stop(b: &[u8], mut i: usize, stop: &[bool; 256]) -> usize {
     let with_eq = stop[usize::from(b'=')];
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    while let Some(chunk) = b.get(i..i + 16).and_then(|s| <&[u8; 16]>::try_from(s).ok()) {
+        let mut m = simd::stop_candidates(chunk, with_eq);
+        while m != 0 {
+            let k = m.trailing_zeros() as usize;
+            let c = chunk[k];
+            if c >= b' ' || c == b'\n' || c == b'\r' {
+                return i + k;
+            }
+            m &= m - 1;
+        }
+        i += 16;
+    }
     while let Some(w) = word_at(b, i) {
         let mut m = bytes_below(w, 0x21) | bytes_equal(w, b',') | bytes_equal(w, b'\\');
         if with_eq {
@@ -778,6 +827,33 @@ fn find_stop(b: &[u8], mut i: usize, stop: &[bool; 256]) -> usize {
         i += 1;
     }
     i
+}
+
+/// Sixteen bytes at a time where the CPU has SSE2 (every x86-64), through
+/// `safe_arch`'s safe wrappers of the intrinsics.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod simd {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, max_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+
+    /// One bit per byte of `chunk` that is a control byte, space, `,`,
+    /// `\\` or (with `with_eq`) `=`. Control bytes other than `\n` and `\r`
+    /// are no stop but rare; one comparison finds every byte up to space.
+    #[inline(always)]
+    pub(super) fn stop_candidates(chunk: &[u8; 16], with_eq: bool) -> u32 {
+        let v = load_unaligned_m128i(chunk);
+        let is = |c: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8));
+        let space = set_splat_i8_m128i(0x20);
+        // max(v, 0x20) == 0x20 exactly when v <= 0x20 (unsigned).
+        let mut m = cmp_eq_mask_i8_m128i(max_u8_m128i(v, space), space) | is(b',') | is(b'\\');
+        if with_eq {
+            m |= is(b'=');
+        }
+        // The mask has one bit per byte in its low sixteen bits.
+        move_mask_i8_m128i(m) as u32
+    }
 }
 
 /// The first byte at or after `i` that is not an ASCII digit, eight bytes at
@@ -885,7 +961,7 @@ impl Scanner<'_, '_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_reserved(&self, k: KeyRef) -> bool {
         let raw = &self.b[k.start as usize..k.end as usize];
         if !k.escaped {
@@ -1018,6 +1094,7 @@ impl Scanner<'_, '_> {
         // so far: a full comparison runs only when two signatures are equal.
         let mut sigs = [0u32; 16];
         let mut n_sigs = 0usize;
+        let mut seen_filter = 0u64;
         let mut duplicate_fields = false;
         let mut unique_fields = 0u32;
         let f_end = loop {
@@ -1065,7 +1142,12 @@ impl Scanner<'_, '_> {
                 | (u32::from(b[k_start]) << 16)
                 | (u32::from(b[k_start + usize::from(len > 1)]) << 8)
                 | u32::from(b[i - 1]);
-            let maybe_seen = n_sigs > sigs.len() || sigs[..n_sigs].contains(&sig);
+            // One bit per signature in a 64-bit filter settles most keys
+            // without looking through the list.
+            let bit = 1u64 << (sig.wrapping_mul(0x9E37_79B1) >> 26);
+            let maybe_seen =
+                seen_filter & bit != 0 && (n_sigs > sigs.len() || sigs[..n_sigs].contains(&sig));
+            seen_filter |= bit;
             if maybe_seen && self.field_seen_before(f_start, key) {
                 duplicate_fields = true;
             } else {
@@ -1101,16 +1183,7 @@ impl Scanner<'_, '_> {
             let d_start = i;
             i = skip_digits(b, i);
             let digits = &b[d_start..i];
-            // Up to 18 digits cannot overflow; only longer ones need checks.
-            let magnitude = if digits.len() <= 18 {
-                Some(
-                    digits
-                        .iter()
-                        .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
-                )
-            } else {
-                parse_u64(digits)
-            };
+            let magnitude = parse_u64(digits);
             let (value, overflow) = match magnitude {
                 Some(m) if negative && m <= i64::MIN.unsigned_abs() => {
                     (0i64.wrapping_sub_unsigned(m), false)
@@ -1217,12 +1290,17 @@ impl Scanner<'_, '_> {
     fn value(&mut self, mut i: usize, key: KeyRef) -> ScanResult<usize> {
         let b = self.b;
         let name = || key_string(b, key.start as usize, key.end as usize);
-        if is_terminator(b, i) || b[i] == b',' || b[i] == b' ' {
-            return Err((i, ErrorKind::MissingFieldValue(name())));
-        }
         let start = i;
         let ends_value = |i: usize| is_terminator(b, i) || b[i] == b',' || b[i] == b' ';
-        match b[i] {
+        // The first byte tells the type; numbers come first, as they are
+        // most values.
+        let Some(&first) = b.get(i) else {
+            return Err((i, ErrorKind::MissingFieldValue(name())));
+        };
+        match first {
+            b'0'..=b'9' | b'-' | b'.' => self.number(i, &name),
+            b',' | b' ' | b'\n' => Err((i, ErrorKind::MissingFieldValue(name()))),
+            b'\r' if is_terminator(b, i) => Err((i, ErrorKind::MissingFieldValue(name()))),
             b'"' => {
                 i += 1;
                 loop {
@@ -1268,7 +1346,6 @@ impl Scanner<'_, '_> {
                     _ => Err((start, ErrorKind::InvalidBoolean(name()))),
                 }
             }
-            b'0'..=b'9' | b'-' | b'.' => self.number(i, &name),
             b'+' | b'n' | b'N' | b'i' | b'I' => Err((start, ErrorKind::InvalidNumber(name()))),
             _ => Err((start, ErrorKind::InvalidBoolean(name()))),
         }
@@ -1369,21 +1446,74 @@ fn fits_u64(digits: &[u8]) -> bool {
 }
 
 fn parse_u64(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |acc, &d| {
+    // Eight digits at a time: a timestamp has 19, so this is three steps
+    // instead of nineteen dependent multiply-adds. Only the accumulation is
+    // checked; leading zeros make long inputs legal.
+    let mut acc = 0u64;
+    let mut rest = digits;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        acc = acc
+            .checked_mul(100_000_000)?
+            .checked_add(eight_digits(u64::from_le_bytes(*chunk)))?;
+        rest = tail;
+    }
+    rest.iter().try_fold(acc, |acc, &d| {
         acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
+}
+
+/// The value of eight ASCII digits read little-endian (the first, most
+/// significant digit in the lowest byte). Lanes never carry: 10·9 + 9 fits
+/// a byte and 100·99 + 99 sixteen bits.
+#[inline(always)]
+fn eight_digits(w: u64) -> u64 {
+    let d = w.wrapping_sub(LO * u64::from(b'0'));
+    // Even bytes: 10·d[k] + d[k+1].
+    let pairs = (d.wrapping_mul(10) + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    // Bits 0..16 and 32..48: 100·pair + next pair.
+    let quads = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (quads & 0xFFFF_FFFF) * 10_000 + (quads >> 32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Eight digits at a time gives what one digit at a time gives, for
+    /// every length, leading zeros and the edge of overflow.
+    #[test]
+    fn parse_u64_agrees_with_std() {
+        let mut cases: Vec<String> = vec![
+            "0".into(),
+            "18446744073709551615".into(),
+            "18446744073709551616".into(),
+            "99999999999999999999".into(),
+            "000000000000000000000000000042".into(),
+            "1700000000000000000".into(),
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 1..=24 {
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let s: String = (0..len)
+                    .map(|k| char::from(b'0' + ((x >> (k % 60)) % 10) as u8))
+                    .collect();
+                cases.push(s);
+            }
+        }
+        for s in cases {
+            assert_eq!(parse_u64(s.as_bytes()), s.parse::<u64>().ok(), "{s}");
+        }
+    }
+
     /// The word-at-a-time scanners agree with a byte loop for every byte
     /// value at every position of a word and of the tail.
     #[test]
     fn word_scanners_agree_with_byte_loops() {
         for c in 0..=255u8 {
-            for len in [5usize, 16, 19] {
+            for len in [5usize, 16, 19, 40] {
                 for pos in 0..len {
                     let mut digits = vec![b'7'; len];
                     digits[pos] = c;

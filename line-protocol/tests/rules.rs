@@ -554,6 +554,28 @@ fn invalid_utf8_is_refused_at_its_column() {
     );
 }
 
+/// The body is checked for UTF-8 once: lines before and after a bad byte
+/// (multi-byte characters included) are still read, each on its own.
+#[test]
+fn invalid_utf8_fails_only_its_line() {
+    let mut body = "cpu,host=é v=1 1\n".as_bytes().to_vec();
+    body.extend_from_slice(b"cpu,host=a\xff v=2 2\n");
+    body.extend_from_slice("cpu,host=é€ v=3 3\n".as_bytes());
+    let results: Vec<_> = parse_lines(&body).collect();
+    assert_eq!(results.len(), 3);
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first.tag("host").unwrap().as_str(), "é");
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind.clone(), e.line, e.column),
+        (ErrorKind::InvalidUtf8, 2, 11),
+        "{e}"
+    );
+    let third = results[2].as_ref().unwrap();
+    assert_eq!(third.tag("host").unwrap().as_str(), "é€");
+    assert_eq!(third.timestamp(), Some(3));
+}
+
 #[test]
 fn bad_lines_fail_alone_and_good_lines_survive() {
     let body = "cpu v=1 1\ncpu,host v=2 2\ncpu s=\"a\nb\" 3\n\ncpu v=oops 4\ncpu v=5 5\n";
