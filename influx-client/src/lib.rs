@@ -44,6 +44,20 @@ pub enum Error {
     Client(String),
 }
 
+/// An error and every cause under it: reqwest's own message ("error
+/// sending request for url …") does not say whether the connection was
+/// refused, reset or timed out.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// POSTs `params` to `url`'s `/query`: the status and the body.
 async fn post_query(
     client: &reqwest::Client,
@@ -59,9 +73,12 @@ async fn post_query(
         .form(params)
         .send()
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(with_causes(&e)))?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| unavailable(with_causes(&e)))?;
     Ok((status, text))
 }
 
@@ -156,7 +173,7 @@ pub async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(with_causes(&e)))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
