@@ -474,7 +474,7 @@ impl<'a> Iterator for Tags<'a> {
 }
 
 /// The end of a tag key, tag value or field key that starts at `i` in a
-/// section the scanner already validated, eight bytes at a time: there the
+/// section the scanner already validated, a block at a time: there the
 /// first unescaped `=`, `,` or space is the one that ends it, and a `\r`
 /// is never a delimiter. Returns its index (or `b.len()`) and whether the
 /// token has escapes.
