@@ -757,6 +757,22 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// `total` lines of measurement `http` for the writer's latency rollups:
+/// `app=a0`…`a{apps-1}` in turn, `latency_ms` = i mod `latencies` + 0.5,
+/// one nanosecond apart from 1.7e18.
+pub fn http_latency_lines(total: usize, apps: usize, latencies: usize) -> Vec<String> {
+    (0..total)
+        .map(|i| {
+            format!(
+                "http,app=a{} latency_ms={}.5 {}",
+                i % apps,
+                i % latencies,
+                1_700_000_000_000_000_000u64 + i as u64
+            )
+        })
+        .collect()
+}
+
 /// Line `seq` of a continuous load: its own timestamp and `seq` field, 37
 /// series, so a resent line overwrites itself.
 pub fn load_line(measurement: &str, seq: u64) -> String {

@@ -79,6 +79,12 @@ async fn post(
     (a.status, a.body, a.headers)
 }
 
+/// Posts a write that must be accepted whole (204).
+async fn write_ok(url: &str, body: impl Into<reqwest::Body>) {
+    let (status, text, _) = post(url, body).await;
+    assert_eq!(status, 204, "{text}");
+}
+
 #[tokio::test]
 async fn every_point_is_on_exactly_the_nodes_the_ring_chooses() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
@@ -93,12 +99,11 @@ async fn every_point_is_on_exactly_the_nodes_the_ring_chooses() {
             )
         })
         .collect();
-    let (status, text, _) = post(
+    write_ok(
         &format!("{}/write?db={}", gw.url, db.name),
         lines.join("\n"),
     )
     .await;
-    assert_eq!(status, 204, "{text}");
 
     let mut copies = 0;
     for node in &env.influx_urls {
@@ -360,11 +365,9 @@ async fn a_broker_that_is_down_gets_the_write_spooled() {
     .await;
     let db = InfluxDb::create(&env).await.expect("database");
     let write = format!("{}/write?db={}", gw.url, db.name);
-    let (status, text, _) = post(&write, "net,host=a bytes=1i 1").await;
-    assert_eq!(status, 204, "{text}");
+    write_ok(&write, "net,host=a bytes=1i 1").await;
     let started = std::time::Instant::now();
-    let (status, text, _) = post(&write, "net,host=a bytes=2i 2").await;
-    assert_eq!(status, 204, "{text}");
+    write_ok(&write, "net,host=a bytes=2i 2").await;
     // Well under the 6 s a write that waited for the broker would take.
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -530,8 +533,7 @@ async fn writes_beyond_the_inflight_limit_are_told_to_retry() {
     assert!(text.contains("max_inflight_writes"), "{text}");
     let (status, text, _) = slow.await.expect("slow write");
     assert_eq!(status, 204, "spooled once the node timed out: {text}");
-    let (status, text, _) = post(&write, "cpu v=3 3").await;
-    assert_eq!(status, 204, "{text}");
+    write_ok(&write, "cpu v=3 3").await;
 }
 
 /// The `writeReq` counter of each node's `/debug/vars`, summed.
@@ -572,8 +574,7 @@ async fn concurrent_small_writes_share_node_requests_and_keep_their_own_answers(
     let db = InfluxDb::create(&env).await.expect("database");
     let url = format!("{}/write?db={}", gw.url, db.name);
     // `v` of `m` is an integer from now on: a float is a type conflict.
-    let (status, text, _) = post(&url, "m,k=x v=1i 1").await;
-    assert_eq!(status, 204, "{text}");
+    write_ok(&url, "m,k=x v=1i 1").await;
     let before = node_write_requests(&env).await;
 
     let writes: u64 = 120;
@@ -661,12 +662,11 @@ async fn a_write_larger_than_a_record_reaches_the_raw_topic_in_order() {
             )
         })
         .collect();
-    let (status, text, _) = post(
+    write_ok(
         &format!("{}/write?db={}", gw.url, db.name),
         lines.join("\n"),
     )
     .await;
-    assert_eq!(status, 204, "{text}");
 
     let consumer = env.assigned_consumer(&topic.name, 2).expect("consumer");
     let mut seqs: Vec<u64> = Vec::new();

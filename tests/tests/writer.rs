@@ -283,16 +283,7 @@ async fn a_writer_killed_mid_stream_loses_nothing() {
         panic!("the writer did not come up: {e}");
     }
     let total = 20_000i64;
-    let lines: Vec<String> = (0..total)
-        .map(|i| {
-            format!(
-                "http,app=a{} latency_ms={}.5 {}",
-                i % 4,
-                i % 300,
-                1_700_000_000_000_000_000 + i
-            )
-        })
-        .collect();
+    let lines = trident_e2e::http_latency_lines(total as usize, 4, 300);
     let raw = format!("{}.http_raw", db.name);
     let count = |q: String| {
         let env = env.clone();
@@ -372,16 +363,7 @@ async fn clickhouse_restarted_mid_stream_loses_nothing() {
     tokio::spawn(writer::run(config.clone(), admin, writer_shutdown.clone()));
 
     let total = 12_000i64;
-    let lines: Vec<String> = (0..total)
-        .map(|i| {
-            format!(
-                "http,app=a{} latency_ms={}.5 {}",
-                i % 3,
-                i % 200,
-                1_700_000_000_000_000_000 + i
-            )
-        })
-        .collect();
+    let lines = trident_e2e::http_latency_lines(total as usize, 3, 200);
     let raw = format!("{database}.http_raw");
     let distinct = |env: StackEnv, raw: String| async move {
         let text = trident_e2e::post_text(

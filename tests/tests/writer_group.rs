@@ -143,16 +143,7 @@ async fn two_writers_share_the_partitions_and_one_stopped_loses_nothing() {
 
     let producer: FutureProducer = genv.kafka_config().create().expect("producer");
     let total = 20_000usize;
-    let lines: Vec<String> = (0..total)
-        .map(|i| {
-            format!(
-                "http,app=a{} latency_ms={}.5 {}",
-                i % 16,
-                i % 300,
-                1_700_000_000_000_000_000u64 + i as u64
-            )
-        })
-        .collect();
+    let lines = trident_e2e::http_latency_lines(total, 16, 300);
     let raw = format!("{}.http_raw", db.name);
     let distinct = format!("SELECT uniqExact(ts_ns) FROM {raw}");
     let wait_for_rows = |want: f64| {
