@@ -92,9 +92,6 @@ pub enum ErrorKind {
         /// The limit.
         max: usize,
     },
-    /// The same field key twice on one line.
-    #[error("duplicate field key `{0}`: each field may appear once per line")]
-    DuplicateField(String),
     /// `time`, `_field` or `_measurement` used as a tag or field key.
     #[error(
         "`{key}` cannot be a {role} key: InfluxDB reserves `time`, `_field` and `_measurement`"
@@ -163,7 +160,6 @@ impl ErrorKind {
             ErrorKind::InvalidBoolean(_) => "invalid_boolean",
             ErrorKind::UnbalancedQuotes(_) => "unbalanced_quotes",
             ErrorKind::StringTooLong { .. } => "string_too_long",
-            ErrorKind::DuplicateField(_) => "duplicate_field",
             ErrorKind::ReservedKey { .. } => "reserved_key",
             ErrorKind::BadTimestamp => "bad_timestamp",
             ErrorKind::TimestampOutOfRange => "timestamp_out_of_range",
