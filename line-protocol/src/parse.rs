@@ -494,26 +494,6 @@ fn scan_valid(b: &[u8], mut i: usize) -> (usize, bool) {
     }
 }
 
-/// Finds the first `stop` not preceded by a backslash at or after `i`;
-/// returns its index (or `b.len()`) and whether a backslash was seen.
-#[inline]
-fn find_unescaped(b: &[u8], mut i: usize, stop: u8) -> (usize, bool) {
-    let mut escaped = false;
-    while i < b.len() {
-        let c = b[i];
-        if c == stop {
-            return (i, escaped);
-        }
-        if c == b'\\' {
-            escaped = true;
-            i = skip_escape(b, i);
-        } else {
-            i += 1;
-        }
-    }
-    (b.len(), escaped)
-}
-
 /// A field value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue<'a> {
@@ -1239,13 +1219,13 @@ impl Scanner<'_, '_> {
         let mut keys = Vec::new();
         let mut pos = 0;
         while pos < section.len() {
-            let (k_end, escaped) = find_unescaped(section, pos, b'=');
+            let (k_end, escaped) = scan_valid(section, pos);
             keys.push(KeyRef {
                 start: (start + pos) as u32,
                 end: (start + k_end) as u32,
                 escaped,
             });
-            pos = find_unescaped(section, k_end + 1, b',').0 + 1;
+            pos = scan_valid(section, k_end + 1).0 + 1;
         }
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&x, &y| self.key_cmp(keys[x], keys[y]));
