@@ -405,10 +405,13 @@ impl ClusterSink {
         for _ in 0..3 {
             let sender = {
                 let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
-                batchers
-                    .entry(key.clone())
-                    .or_insert_with(|| self.spawn_batcher(key.clone(), slot.clone(), target))
-                    .clone()
+                match batchers.get(&key) {
+                    Some(sender) => sender.clone(),
+                    None => batchers
+                        .entry(key.clone())
+                        .or_insert_with(|| self.spawn_batcher(key.clone(), slot.clone(), target))
+                        .clone(),
+                }
             };
             match sender.send(part) {
                 Ok(()) => return outcome,
@@ -536,7 +539,11 @@ impl ClusterSink {
             }
             return;
         }
-        let joined: Vec<u8> = parts.iter().flat_map(|p| p.body.iter().copied()).collect();
+        let joined: Vec<u8> = parts
+            .iter()
+            .map(|p| &p.body[..])
+            .collect::<Vec<_>>()
+            .concat();
         metrics::counter!("trident_gateway_node_batched_writes_total")
             .increment(parts.len() as u64);
         match self.store(slot, target, Bytes::from(joined)).await {

@@ -401,18 +401,19 @@ impl RawSink {
         // partition's records in order.
         let n = u64::from(partitions.max(1));
         let mut by_partition: Vec<PartitionBatch<'_>> = Vec::new();
+        // Each partition's newest record in `by_partition`.
+        let mut open = vec![usize::MAX; n as usize];
         for (key, payload) in records {
-            let partition = (shard_hash(key) % n) as i32;
+            let partition = (shard_hash(key) % n) as usize;
             for chunk in line_chunks(payload, RECORD_BYTES) {
-                match by_partition
-                    .iter_mut()
-                    .rev()
-                    .find(|(p, _, _)| *p == partition)
-                {
+                match by_partition.get_mut(open[partition]) {
                     Some((_, _, joined)) if joined.len() + chunk.len() <= RECORD_BYTES => {
                         joined.to_mut().extend_from_slice(chunk);
                     }
-                    _ => by_partition.push((partition, key, Cow::Borrowed(chunk))),
+                    _ => {
+                        open[partition] = by_partition.len();
+                        by_partition.push((partition as i32, key, Cow::Borrowed(chunk)));
+                    }
                 }
             }
         }
