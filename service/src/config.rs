@@ -332,6 +332,17 @@ pub struct UserConfig {
     pub read: Vec<String>,
 }
 
+/// Where a writer keeps the raw-topic positions its rows end at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    /// In ClickHouse, next to the rows; partitions split by
+    /// `instance`/`instances` (brokers without a group coordinator).
+    Clickhouse,
+    /// In the broker, as a consumer group named `group_id`.
+    Kafka,
+}
+
 /// Which points the gateway sends to the alert topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -555,7 +566,7 @@ pub struct WriterConfig {
     /// coordinator) or `kafka` (a consumer group named `group_id`: the
     /// broker splits the partitions among the running writers, offsets
     /// are committed to it after ClickHouse took the rows).
-    pub positions: String,
+    pub positions: Positions,
     /// This instance, 0-based: it owns the raw topic's partitions
     /// `p % instances == instance` (positions in ClickHouse).
     pub instance: u32,
@@ -612,7 +623,7 @@ impl Default for WriterConfig {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9273)),
             group_id: "trident-writer".to_owned(),
-            positions: "clickhouse".to_owned(),
+            positions: Positions::Clickhouse,
             instance: 0,
             instances: 1,
             mappings: Vec::new(),
@@ -899,12 +910,6 @@ impl Config {
                 ));
             }
             let w = &self.writer;
-            if !matches!(w.positions.as_str(), "clickhouse" | "kafka") {
-                return Err(invalid(
-                    "writer.positions",
-                    "must be \"clickhouse\" (positions next to the rows) or \"kafka\" (a consumer group)",
-                ));
-            }
             if w.intervals.is_empty()
                 || w.intervals
                     .iter()
@@ -1168,8 +1173,9 @@ mod tests {
         assert!(err.contains("clickhouse.url"), "{err}");
 
         config.clickhouse.url = "http://localhost:8123".into();
-        config.writer.positions = "zookeeper".into();
-        let err = config.validate(Service::Writer).unwrap_err().to_string();
+        let err = Config::load_with_env(None, [("TRIDENT_WRITER_POSITIONS", "zookeeper")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("writer.positions"), "{err}");
 
         config.influx.node_requests = 0;

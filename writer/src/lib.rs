@@ -34,7 +34,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
-use trident_service::config::{Config, MappingConfig, Service};
+use trident_service::config::{Config, MappingConfig, Positions, Service};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
@@ -363,7 +363,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     // Partitions split by instance, positioned where the last insert
     // ended (offsets live in ClickHouse, next to the rows they cover).
     let w = &config.writer;
-    let (consumer, store) = if w.positions == "kafka" {
+    let (consumer, store) = if w.positions == Positions::Kafka {
         let consumer = group_consumer(&config)?;
         health.set(
             "partitions",
