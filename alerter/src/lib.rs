@@ -27,7 +27,6 @@
 pub mod eval;
 pub mod notify;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -187,14 +186,10 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     })
     .await?;
     pinned.report(&health);
-    let ends: HashMap<i32, i64> = pinned.ends.iter().copied().collect();
     // History is re-read until every partition reached the end it had at
     // assignment. A partition that started there has none to re-read.
-    let mut behind: HashMap<i32, bool> = pinned
-        .starts
-        .iter()
-        .map(|&(p, start)| (p, start < ends.get(&p).copied().unwrap_or(0)))
-        .collect();
+    let mut behind = pinned.history();
+    let ends = pinned.ends;
     let mut caught_up = false;
     let mut last_history = std::time::Instant::now();
     let consumer = pinned.consumer;
@@ -228,7 +223,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                 // history from holding notifications back for ever; a slow
                 // one (tansu serves a fetch in seconds) must not end the
                 // re-read early, or history would be notified again.
-                if !caught_up && (behind.values().all(|b| !b) || last_history.elapsed() > HISTORY_STALL) {
+                if !caught_up && (behind.is_empty() || last_history.elapsed() > HISTORY_STALL) {
                     caught_up = true;
                     // Silences found now may predate the restart: like
                     // other re-read history, they go to Alertmanager only.
@@ -271,7 +266,7 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
                     last_history = std::time::Instant::now();
                 }
                 if message.offset() + 1 >= end {
-                    behind.insert(partition, false);
+                    behind.remove(&partition);
                 }
                 let ingest = message.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);
                 if ingest < replay_from {

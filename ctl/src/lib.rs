@@ -891,15 +891,7 @@ impl Ctl {
         .map_err(|e| Error::Topic(e.to_string()))?;
         // Partition → the offset it ended at when assigned (exclusive), for
         // every partition that starts before its end.
-        let ends: HashMap<i32, i64> = pinned.ends.iter().copied().collect();
-        let mut open: HashMap<i32, i64> = pinned
-            .starts
-            .iter()
-            .filter_map(|&(p, start)| {
-                let end = ends.get(&p).copied().unwrap_or(0);
-                (start < end).then_some((p, end))
-            })
-            .collect();
+        let mut open = pinned.history();
         let databases = trident_influx_client::Databases::default();
         // (db, rp) → lines for the node.
         let mut bodies: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();

@@ -55,7 +55,7 @@ pub struct Pinned {
     /// The topic's partition count.
     pub count: i32,
     /// Per owned partition, the end offset at assignment.
-    pub ends: Vec<(i32, i64)>,
+    pub ends: HashMap<i32, i64>,
     /// Per owned partition, the offset it was assigned at: where reading
     /// starts. A partition that starts at or past its end has no history
     /// to re-read.
@@ -63,6 +63,18 @@ pub struct Pinned {
 }
 
 impl Pinned {
+    /// The partitions with history to re-read (assigned before their
+    /// end), each with the end it had at assignment.
+    pub fn history(&self) -> HashMap<i32, i64> {
+        self.starts
+            .iter()
+            .filter_map(|&(p, start)| {
+                let end = self.ends.get(&p).copied().unwrap_or(0);
+                (start < end).then_some((p, end))
+            })
+            .collect()
+    }
+
     /// Reports the owned partitions as health component `partitions`.
     pub fn report(&self, health: &crate::health::Health) {
         health.set(
@@ -187,10 +199,10 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
     let owned = partitions.clone();
     let (offsets, ends) = tokio::task::spawn_blocking(move || {
         let offsets = c.offsets_for_times(wanted, timeout)?;
-        let mut ends = Vec::new();
+        let mut ends = HashMap::new();
         for p in owned {
             let (_, high) = c.fetch_watermarks(&topic, p, timeout)?;
-            ends.push((p, high));
+            ends.insert(p, high);
         }
         Ok::<_, rdkafka::error::KafkaError>((offsets, ends))
     })
@@ -200,10 +212,7 @@ pub async fn pin(options: PinOptions<'_>) -> Result<Pinned> {
     let mut assignment = TopicPartitionList::new();
     let mut starts = Vec::new();
     for element in offsets.elements() {
-        let end = ends
-            .iter()
-            .find(|(p, _)| *p == element.partition())
-            .map_or(0, |(_, e)| *e);
+        let end = ends.get(&element.partition()).copied().unwrap_or(0);
         // Explicit offsets only (no "end" marker): nothing newer than the
         // lookback start means the end as it was at assignment.
         let start = match (options.resume.get(&element.partition()), element.offset()) {
