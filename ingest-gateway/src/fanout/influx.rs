@@ -33,7 +33,7 @@ use trident_influx_client::{Databases, Error as NodeError, send};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
-use super::{Backoff, Routed};
+use super::{Backoff, GroupLimits, Routed, group_commit};
 use crate::http::request::{Consistency, WriteTarget};
 use crate::spool::{self, Spool, SpoolError};
 
@@ -464,60 +464,27 @@ impl ClusterSink {
         target: WriteTarget,
         mut rx: mpsc::UnboundedReceiver<Part>,
     ) {
-        let (max_bytes, linger) = (self.options.batch_max_bytes, self.options.batch_linger);
-        let mut inflight = tokio::task::JoinSet::new();
-        loop {
-            let first = match tokio::time::timeout(BATCHER_IDLE, rx.recv()).await {
-                Ok(Some(part)) => part,
-                Ok(None) => break,
-                Err(_) => {
-                    while inflight.try_join_next().is_some() {}
-                    if !inflight.is_empty() {
-                        continue;
-                    }
-                    self.forget_batcher(&key, &me);
-                    rx.close();
-                    let mut rest = Vec::new();
-                    while let Ok(part) = rx.try_recv() {
-                        rest.push(part);
-                    }
-                    if !rest.is_empty() {
-                        self.store_parts(&slot, &target, rest).await;
-                    }
-                    return;
-                }
-            };
-            let mut bytes = first.body.len();
-            let mut parts = vec![first];
-            let deadline = tokio::time::Instant::now() + linger;
-            while bytes < max_bytes {
-                let next = if linger.is_zero() {
-                    rx.try_recv().ok()
-                } else {
-                    tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                };
-                let Some(part) = next else { break };
-                bytes += part.body.len();
-                parts.push(part);
-            }
-            // Group commit: while every request slot is busy, what
-            // arrives joins this request.
-            while inflight.len() >= self.options.node_requests {
-                tokio::select! {
-                    _ = inflight.join_next() => {}
-                    Some(part) = rx.recv(), if bytes < max_bytes => {
-                        bytes += part.body.len();
-                        parts.push(part);
-                    }
-                }
-            }
+        let limits = GroupLimits {
+            slots: self.options.node_requests,
+            max_bytes: self.options.batch_max_bytes,
+            linger: self.options.batch_linger,
+            idle: Some(BATCHER_IDLE),
+        };
+        let flush = |parts: Vec<Part>| {
             let (sink, slot, target) = (self.clone(), slot.clone(), target.clone());
-            inflight.spawn(async move { sink.store_parts(&slot, &target, parts).await });
+            async move { sink.store_parts(&slot, &target, parts).await }
+        };
+        // `me` keeps the channel open, so this returns only when idle.
+        group_commit(&mut rx, limits, |p: &Part| p.body.len(), flush).await;
+        self.forget_batcher(&key, &me);
+        rx.close();
+        let mut rest = Vec::new();
+        while let Ok(part) = rx.try_recv() {
+            rest.push(part);
         }
-        while inflight.join_next().await.is_some() {}
+        if !rest.is_empty() {
+            self.store_parts(&slot, &target, rest).await;
+        }
     }
 
     /// Stores `parts` as one request and tells each its outcome. A refusal

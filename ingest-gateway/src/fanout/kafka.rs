@@ -36,7 +36,7 @@ use trident_service::shutdown::Shutdown;
 use trident_line_protocol::shard_hash;
 
 use super::producer::{Ack, Acks, polled};
-use super::{Backoff, Routed};
+use super::{Backoff, GroupLimits, Routed, group_commit};
 use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
 
@@ -304,28 +304,17 @@ impl RawSink {
     /// [`PRODUCE_GROUPS`] at once; what arrives while all are in flight
     /// joins the next group (up to [`GROUP_BYTES`]).
     async fn group(self, mut rx: mpsc::UnboundedReceiver<SharedPart>) {
-        let mut inflight = tokio::task::JoinSet::new();
-        while let Some(first) = rx.recv().await {
-            let mut bytes = first.bytes();
-            let mut parts = vec![first];
-            while bytes < GROUP_BYTES {
-                let Ok(part) = rx.try_recv() else { break };
-                bytes += part.bytes();
-                parts.push(part);
-            }
-            while inflight.len() >= PRODUCE_GROUPS {
-                tokio::select! {
-                    _ = inflight.join_next() => {}
-                    Some(part) = rx.recv(), if bytes < GROUP_BYTES => {
-                        bytes += part.bytes();
-                        parts.push(part);
-                    }
-                }
-            }
+        let limits = GroupLimits {
+            slots: PRODUCE_GROUPS,
+            max_bytes: GROUP_BYTES,
+            linger: Duration::ZERO,
+            idle: None,
+        };
+        let flush = |parts: Vec<SharedPart>| {
             let sink = self.clone();
-            inflight.spawn(async move { sink.produce_group(parts).await });
-        }
-        while inflight.join_next().await.is_some() {}
+            async move { sink.produce_group(parts).await }
+        };
+        group_commit(&mut rx, limits, SharedPart::bytes, flush).await;
     }
 
     /// Produces `parts`, those of one db and rp as one set of records

@@ -15,9 +15,11 @@ pub mod influx;
 pub mod kafka;
 pub mod producer;
 
+use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::mpsc;
 use trident_cluster::Placement;
 use trident_line_protocol::{Line, shard_hash};
 
@@ -183,4 +185,78 @@ mod tests {
             moving: None,
         }
     }
+}
+
+/// How a [`group_commit`] loop is bounded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLimits {
+    /// Groups in flight at once.
+    pub slots: usize,
+    /// A group stops taking parts at this many bytes.
+    pub max_bytes: usize,
+    /// How long a group waits for more parts before it goes (zero: it
+    /// takes only what is already queued).
+    pub linger: Duration,
+    /// With no part for this long and nothing in flight, the loop returns
+    /// (`None`: only when the channel closes).
+    pub idle: Option<Duration>,
+}
+
+/// Group commit, shared by the node batchers and the raw topic: takes
+/// parts in arrival order and hands them to `flush` in groups, at most
+/// `slots` groups in flight; what arrives while every slot is busy joins
+/// the next group. Returns when `rx` closes (after the groups in flight)
+/// or when it has been idle (see [`GroupLimits::idle`]).
+pub(crate) async fn group_commit<P, Fut>(
+    rx: &mut mpsc::UnboundedReceiver<P>,
+    limits: GroupLimits,
+    size: impl Fn(&P) -> usize,
+    flush: impl Fn(Vec<P>) -> Fut,
+) where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        let next = match limits.idle {
+            None => rx.recv().await,
+            Some(idle) => match tokio::time::timeout(idle, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    while inflight.try_join_next().is_some() {}
+                    if inflight.is_empty() {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(first) = next else { break };
+        let mut bytes = size(&first);
+        let mut parts = vec![first];
+        let deadline = tokio::time::Instant::now() + limits.linger;
+        while bytes < limits.max_bytes {
+            let next = if limits.linger.is_zero() {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(part) = next else { break };
+            bytes += size(&part);
+            parts.push(part);
+        }
+        while inflight.len() >= limits.slots {
+            tokio::select! {
+                _ = inflight.join_next() => {}
+                Some(part) = rx.recv(), if bytes < limits.max_bytes => {
+                    bytes += size(&part);
+                    parts.push(part);
+                }
+            }
+        }
+        inflight.spawn(flush(parts));
+    }
+    while inflight.join_next().await.is_some() {}
 }
