@@ -55,7 +55,7 @@ pub struct RawSink {
     producer: Arc<RwLock<Arc<BaseProducer<Acks>>>>,
     /// The topic's partition count; 0 until known.
     partitions: Arc<AtomicU32>,
-    settings: ClientConfig,
+    settings: Arc<ClientConfig>,
     topic: String,
     timeout: Duration,
     spool: Spool,
@@ -120,7 +120,7 @@ impl RawSink {
         Ok(Self {
             producer: Arc::new(RwLock::new(producer)),
             partitions: Arc::default(),
-            settings,
+            settings: Arc::new(settings),
             topic: topic.to_owned(),
             timeout,
             spool,

@@ -10,6 +10,7 @@ pub mod auth;
 mod query;
 pub mod request;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -44,11 +45,13 @@ pub struct AppState {
     /// Users and grants; `None`: anyone may write.
     pub auth: Option<auth::Auth>,
     /// Permits for writes in progress (`gateway.max_inflight_writes`).
-    pub inflight: std::sync::Arc<tokio::sync::Semaphore>,
+    pub inflight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API routes (without `/health` and `/metrics`).
 pub fn router(state: AppState) -> Router {
+    // Shared, not cloned per request: the sinks hold maps and strings.
+    let state = Arc::new(state);
     Router::new()
         .route("/write", post(write_v1))
         .route("/api/v2/write", post(write_v2))
@@ -91,7 +94,7 @@ enum Api {
 }
 
 async fn write_v1(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
@@ -100,7 +103,7 @@ async fn write_v1(
 }
 
 async fn write_v2(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,

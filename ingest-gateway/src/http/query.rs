@@ -14,6 +14,7 @@
 //! asked first, so a node still catching up answers only when it must.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -63,7 +64,7 @@ impl Params {
 }
 
 pub(super) async fn query(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(mut params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
