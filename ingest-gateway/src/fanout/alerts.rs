@@ -172,7 +172,7 @@ impl AlertSink {
 
     /// Offers the accepted `lines` (routed as `routed`) to the alert topic.
     /// Never waits; what does not fit is dropped and counted.
-    pub fn offer(&self, target: &WriteTarget, lines: &[Line<'_>], routed: &Routed) {
+    pub fn offer(&self, target: &WriteTarget, lines: &[Line<'_>], routed: &Routed<'_>) {
         if self.mode == AlertPoints::Off {
             return;
         }
@@ -189,7 +189,7 @@ impl AlertSink {
                 order.push(key);
                 (Vec::new(), 0)
             });
-            group.0.extend_from_slice(routed.text(i));
+            routed.append_line(i, &mut group.0);
             group.1 += 1;
         }
         if order.is_empty() {

@@ -310,7 +310,7 @@ impl ClusterSink {
         &self,
         view: &View,
         target: &WriteTarget,
-        routed: &Routed,
+        routed: &Routed<'_>,
     ) -> Result<(), SinkError> {
         let topology = view.placement.topology();
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
@@ -318,7 +318,7 @@ impl ClusterSink {
             // During a move: the owners on both sides.
             let owners = view.placement.write_owners(routed.hash(i));
             for &node in owners.as_slice() {
-                bodies[usize::from(node)].extend_from_slice(routed.text(i));
+                routed.append_line(i, &mut bodies[usize::from(node)]);
             }
         }
         // Every node's part goes to its batcher at once; the batchers
@@ -355,7 +355,7 @@ impl ClusterSink {
     fn check_consistency(
         placement: &Placement,
         level: Consistency,
-        routed: &Routed,
+        routed: &Routed<'_>,
         outcome: &[Option<Stored>],
     ) -> Result<(), SinkError> {
         let rf = placement.topology().replication;

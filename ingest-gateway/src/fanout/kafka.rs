@@ -203,7 +203,7 @@ impl RawSink {
     pub async fn write(
         &self,
         target: &WriteTarget,
-        routed: &Routed,
+        routed: &Routed<'_>,
     ) -> Result<(), KafkaUnavailable> {
         // Per partition when the count is known; per shard key otherwise
         // (valid whatever the count turns out to be). Either way a record's
@@ -229,11 +229,11 @@ impl RawSink {
                     slot[p] = batches.len();
                     batches.push((routed.key(i), Vec::new()));
                 }
-                batches[slot[p]].1.extend_from_slice(routed.text(i));
+                routed.append_line(i, &mut batches[slot[p]].1);
             }
         } else {
             for i in 0..routed.len() {
-                batches.push((routed.key(i), routed.text(i).to_vec()));
+                batches.push((routed.key(i), routed.text(i)));
             }
         }
         let now_ms = SystemTime::now()

@@ -59,32 +59,34 @@ impl Backoff {
     }
 }
 
-/// Accepted lines prepared for the sinks, in request order.
+/// Accepted lines prepared for the sinks, in request order, borrowing the
+/// request body: a line that already ends in its timestamp in nanoseconds
+/// is forwarded as sent, without a copy.
 #[derive(Debug, Default)]
-pub struct Routed {
+pub struct Routed<'a> {
     /// Every line's shard key, end to end; `key_ends[i]` closes line i's.
     keys: Vec<u8>,
     key_ends: Vec<usize>,
     hashes: Vec<u64>,
-    /// Every line as forwarded (`Line::without_timestamp`, a space, the
-    /// timestamp in nanoseconds, `\n`), end to end.
-    text: Vec<u8>,
-    text_ends: Vec<usize>,
+    /// Line i as sent, or without its timestamp when `stamps[i]` holds the
+    /// timestamp to write after it (missing, or in another precision).
+    texts: Vec<&'a [u8]>,
+    stamps: Vec<Option<i64>>,
 }
 
-impl Routed {
+impl<'a> Routed<'a> {
     /// Routes `lines` of database `db`. Every line must carry a timestamp:
     /// the handler fixes missing ones at receipt, so every replica and the
     /// raw topic store the same point.
-    pub fn new(placement: &Placement, db: &str, lines: &[Line<'_>]) -> Self {
+    pub fn new(placement: &Placement, db: &str, lines: &[Line<'a>]) -> Self {
         let mut routed = Routed {
             keys: Vec::with_capacity(lines.len() * 64),
             key_ends: Vec::with_capacity(lines.len()),
             hashes: Vec::with_capacity(lines.len()),
-            text: Vec::with_capacity(lines.iter().map(|l| l.text().len() + 21).sum()),
-            text_ends: Vec::with_capacity(lines.len()),
+            texts: Vec::with_capacity(lines.len()),
+            stamps: Vec::with_capacity(lines.len()),
         };
-        let mut timestamp = itoa::Buffer::new();
+        let mut formatted = itoa::Buffer::new();
         for line in lines {
             let start = routed.keys.len();
             let strategy = placement.strategy_for(db, &line.measurement().as_str());
@@ -92,14 +94,21 @@ impl Routed {
             routed.hashes.push(shard_hash(&routed.keys[start..]));
             routed.key_ends.push(routed.keys.len());
 
-            routed
-                .text
-                .extend_from_slice(line.without_timestamp().as_bytes());
-            routed.text.push(b' ');
-            let ts = timestamp.format(line.timestamp().unwrap_or_default());
-            routed.text.extend_from_slice(ts.as_bytes());
-            routed.text.push(b'\n');
-            routed.text_ends.push(routed.text.len());
+            let head = line.without_timestamp().as_bytes();
+            let ts = line.timestamp().unwrap_or_default();
+            // As sent when the rest is exactly ` <nanoseconds>`.
+            let sent = line.text().as_bytes();
+            let digits = formatted.format(ts).as_bytes();
+            let as_sent = sent.len() == head.len() + 1 + digits.len()
+                && sent.get(head.len()) == Some(&b' ')
+                && sent.ends_with(digits);
+            if as_sent {
+                routed.texts.push(sent);
+                routed.stamps.push(None);
+            } else {
+                routed.texts.push(head);
+                routed.stamps.push(Some(ts));
+            }
         }
         routed
     }
@@ -125,10 +134,22 @@ impl Routed {
         self.hashes[i]
     }
 
+    /// Appends line `i` as forwarded (`Line::without_timestamp`, a space,
+    /// the timestamp in nanoseconds) and `\n` to `out`.
+    pub fn append_line(&self, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.texts[i]);
+        if let Some(ts) = self.stamps[i] {
+            out.push(b' ');
+            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        }
+        out.push(b'\n');
+    }
+
     /// Line `i` as forwarded, ending in `\n`.
-    pub fn text(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.text_ends[i - 1] };
-        &self.text[start..self.text_ends[i]]
+    pub fn text(&self, i: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.texts[i].len() + 21);
+        self.append_line(i, &mut out);
+        out
     }
 }
 
@@ -166,6 +187,40 @@ mod tests {
         assert_eq!(routed.hash(1), shard_hash(b"http"));
         assert_eq!(routed.text(0), b"cpu,b=2,a=1 v=1 5\n", "forwarded as sent");
         assert_eq!(routed.text(1), b"http,app=shop,host=x ms=3i 6\n");
+    }
+
+    #[test]
+    fn lines_are_forwarded_as_sent_only_when_they_end_in_nanoseconds() {
+        let placement = topology().validate().unwrap();
+        let options = trident_line_protocol::ParseOptions {
+            precision: trident_line_protocol::Precision::Seconds,
+            default_time: Some(9),
+            ..Default::default()
+        };
+        // In seconds, without a timestamp, with leading zeros, with a
+        // comment and a trailing carriage return around them.
+        let body = b"a v=1 2\nb v=1\n# note\nc v=1 0003\r\n";
+        let lines: Vec<Line<'_>> = trident_line_protocol::Lines::new(body, options)
+            .map(|r| r.unwrap())
+            .collect();
+        let routed = Routed::new(&placement, "db", &lines);
+        assert_eq!(routed.text(0), b"a v=1 2000000000\n");
+        assert_eq!(routed.text(1), b"b v=1 9\n", "the time of receipt");
+        assert_eq!(routed.text(2), b"c v=1 3000000000\n");
+
+        let ns = b"d v=1 -5\ne v=1 5 \nf v=1 05\n";
+        let lines: Vec<Line<'_>> = trident_line_protocol::parse_lines(ns)
+            .map(|r| r.unwrap())
+            .collect();
+        let routed = Routed::new(&placement, "db", &lines);
+        assert_eq!(routed.text(0), b"d v=1 -5\n", "as sent");
+        assert_eq!(routed.text(1), b"e v=1 5\n", "trailing space dropped");
+        assert_eq!(routed.text(2), b"f v=1 5\n", "canonical digits");
+        let mut joined = Vec::new();
+        for i in 0..routed.len() {
+            routed.append_line(i, &mut joined);
+        }
+        assert_eq!(joined, b"d v=1 -5\ne v=1 5\nf v=1 5\n");
     }
 
     fn topology() -> Topology {
