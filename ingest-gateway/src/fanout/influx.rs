@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use trident_cluster::Placement;
+use trident_cluster::{Owners, Placement};
 use trident_influx_client::{Databases, Error as NodeError, send};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
@@ -313,10 +313,19 @@ impl ClusterSink {
         routed: &Routed<'_>,
     ) -> Result<(), SinkError> {
         let topology = view.placement.topology();
-        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); topology.nodes.len()];
-        for i in 0..routed.len() {
-            // During a move: the owners on both sides.
-            let owners = view.placement.write_owners(routed.hash(i));
+        // During a move: the owners on both sides. Each node's body is
+        // sized once from its lines.
+        let owners: Vec<Owners> = (0..routed.len())
+            .map(|i| view.placement.write_owners(routed.hash(i)))
+            .collect();
+        let mut sizes = vec![0usize; topology.nodes.len()];
+        for (i, owners) in owners.iter().enumerate() {
+            for &node in owners.as_slice() {
+                sizes[usize::from(node)] += routed.size(i);
+            }
+        }
+        let mut bodies: Vec<Vec<u8>> = sizes.into_iter().map(Vec::with_capacity).collect();
+        for (i, owners) in owners.iter().enumerate() {
             for &node in owners.as_slice() {
                 routed.append_line(i, &mut bodies[usize::from(node)]);
             }

@@ -222,14 +222,24 @@ impl RawSink {
         let partitions = self.partitions.load(Ordering::Acquire) as usize;
         let mut batches: Vec<(&[u8], Vec<u8>)> = Vec::new();
         if partitions > 0 {
+            let partition = |i: usize| (routed.hash(i) % partitions as u64) as usize;
+            // Each partition's record sized once from its lines.
             let mut slot: Vec<usize> = vec![usize::MAX; partitions];
+            let mut sizes: Vec<usize> = Vec::new();
             for i in 0..routed.len() {
-                let p = (routed.hash(i) % partitions as u64) as usize;
+                let p = partition(i);
                 if slot[p] == usize::MAX {
                     slot[p] = batches.len();
                     batches.push((routed.key(i), Vec::new()));
+                    sizes.push(0);
                 }
-                routed.append_line(i, &mut batches[slot[p]].1);
+                sizes[slot[p]] += routed.size(i);
+            }
+            for ((_, payload), size) in batches.iter_mut().zip(sizes) {
+                payload.reserve_exact(size);
+            }
+            for i in 0..routed.len() {
+                routed.append_line(i, &mut batches[slot[partition(i)]].1);
             }
         } else {
             for i in 0..routed.len() {

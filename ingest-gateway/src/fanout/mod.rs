@@ -72,6 +72,9 @@ pub struct Routed<'a> {
     /// timestamp to write after it (missing, or in another precision).
     texts: Vec<&'a [u8]>,
     stamps: Vec<Option<i64>>,
+    /// Bytes of line i as forwarded, with its newline: the sinks size
+    /// their buffers once instead of growing them line by line.
+    sizes: Vec<usize>,
 }
 
 impl<'a> Routed<'a> {
@@ -85,6 +88,7 @@ impl<'a> Routed<'a> {
             hashes: Vec::with_capacity(lines.len()),
             texts: Vec::with_capacity(lines.len()),
             stamps: Vec::with_capacity(lines.len()),
+            sizes: Vec::with_capacity(lines.len()),
         };
         let mut formatted = itoa::Buffer::new();
         for line in lines {
@@ -105,9 +109,11 @@ impl<'a> Routed<'a> {
             if as_sent {
                 routed.texts.push(sent);
                 routed.stamps.push(None);
+                routed.sizes.push(sent.len() + 1);
             } else {
                 routed.texts.push(head);
                 routed.stamps.push(Some(ts));
+                routed.sizes.push(head.len() + 1 + digits.len() + 1);
             }
         }
         routed
@@ -132,6 +138,11 @@ impl<'a> Routed<'a> {
     /// The hash of line `i`'s shard key.
     pub fn hash(&self, i: usize) -> u64 {
         self.hashes[i]
+    }
+
+    /// Bytes that [`Routed::append_line`] appends for line `i`.
+    pub fn size(&self, i: usize) -> usize {
+        self.sizes[i]
     }
 
     /// Appends line `i` as forwarded (`Line::without_timestamp`, a space,
@@ -218,7 +229,9 @@ mod tests {
         assert_eq!(routed.text(2), b"f v=1 5\n", "canonical digits");
         let mut joined = Vec::new();
         for i in 0..routed.len() {
+            let before = joined.len();
             routed.append_line(i, &mut joined);
+            assert_eq!(joined.len() - before, routed.size(i));
         }
         assert_eq!(joined, b"d v=1 -5\ne v=1 5\nf v=1 5\n");
     }
