@@ -141,7 +141,9 @@ pub struct InfluxConfig {
     /// when idle.
     pub node_requests: usize,
     /// How long a node's next request waits for more writes to join it
-    /// (0: not at all; writes still join while requests are in flight).
+    /// while another request to that node is in flight (0: not at all;
+    /// writes still join while every slot is busy). A write to an idle
+    /// node never waits.
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
     /// Bytes of line protocol at most in one request to a node.
@@ -161,7 +163,7 @@ impl Default for InfluxConfig {
             topology_key: None,
             topology_poll: Duration::from_secs(1),
             node_requests: 4,
-            batch_linger: Duration::ZERO,
+            batch_linger: Duration::from_millis(2),
             batch_max_bytes: 4 << 20,
         }
     }

@@ -4,9 +4,10 @@
 //!
 //! Per node and database at most `influx.node_requests` requests are in
 //! flight; the parts of writes that arrive meanwhile wait and go together
-//! in the next request (group commit, optionally lingering
-//! `influx.batch_linger`), so many small writes become few node requests
-//! without delaying a write when the node is idle.
+//! in the next request (group commit); while a request is in flight the
+//! next one also lingers `influx.batch_linger` for company. Many small
+//! writes become few node requests without delaying a write when the node
+//! is idle.
 //!
 //! Hinted handoff: a node that cannot be reached (or fails) gets its part
 //! of the write in its own on-disk spool instead, and the write is answered

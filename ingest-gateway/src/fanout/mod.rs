@@ -262,8 +262,9 @@ pub(crate) struct GroupLimits {
     pub slots: usize,
     /// A group stops taking parts at this many bytes.
     pub max_bytes: usize,
-    /// How long a group waits for more parts before it goes (zero: it
-    /// takes only what is already queued).
+    /// How long a group waits for more parts before it goes, while
+    /// another group is in flight (zero: it takes only what is already
+    /// queued). With nothing in flight a group goes at once.
     pub linger: Duration,
     /// With no part for this long and nothing in flight, the loop returns
     /// (`None`: only when the channel closes).
@@ -273,8 +274,10 @@ pub(crate) struct GroupLimits {
 /// Group commit, shared by the node batchers and the raw topic: takes
 /// parts in arrival order and hands them to `flush` in groups, at most
 /// `slots` groups in flight; what arrives while every slot is busy joins
-/// the next group. Returns when `rx` closes (after the groups in flight)
-/// or when it has been idle (see [`GroupLimits::idle`]).
+/// the next group. While a group is in flight (the target is busy), the
+/// next one also waits up to [`GroupLimits::linger`] for more parts; an
+/// idle target gets a part at once. Returns when `rx` closes (after the
+/// groups in flight) or when it has been idle (see [`GroupLimits::idle`]).
 pub(crate) async fn group_commit<P, Fut>(
     rx: &mut mpsc::UnboundedReceiver<P>,
     limits: GroupLimits,
@@ -301,9 +304,15 @@ pub(crate) async fn group_commit<P, Fut>(
         let Some(first) = next else { break };
         let mut bytes = size(&first);
         let mut parts = vec![first];
-        let deadline = tokio::time::Instant::now() + limits.linger;
+        while inflight.try_join_next().is_some() {}
+        let linger = if inflight.is_empty() {
+            Duration::ZERO
+        } else {
+            limits.linger
+        };
+        let deadline = tokio::time::Instant::now() + linger;
         while bytes < limits.max_bytes {
-            let next = if limits.linger.is_zero() {
+            let next = if linger.is_zero() {
                 rx.try_recv().ok()
             } else {
                 tokio::time::timeout_at(deadline, rx.recv())
@@ -327,4 +336,69 @@ pub(crate) async fn group_commit<P, Fut>(
         inflight.spawn(flush(parts));
     }
     while inflight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
+
+    /// A part's arrival is answered at once when nothing is in flight; a
+    /// part arriving while a group is in flight lingers for company.
+    #[tokio::test]
+    async fn an_idle_target_gets_a_part_at_once_a_busy_one_a_joined_group() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let release = Arc::new(Notify::new());
+        let limits = GroupLimits {
+            slots: 1,
+            max_bytes: 3,
+            linger: Duration::from_secs(30),
+            idle: None,
+        };
+        let (seen, gate) = (groups.clone(), release.clone());
+        let flush = move |parts: Vec<u32>| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            async move {
+                let first = parts[0];
+                seen.lock().unwrap().push(parts);
+                if first == 1 {
+                    // The first group stays in flight until released.
+                    gate.notified().await;
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let committer = tokio::spawn(async move {
+            group_commit(&mut rx, limits, |_| 1, flush).await;
+        });
+        let groups_now = || groups.lock().unwrap().clone();
+        tx.send(1).unwrap();
+        while groups_now().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Flushed alone, long before the 30 s linger: nothing was in flight.
+        assert_eq!(groups_now(), vec![vec![1]]);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The first group is in flight: 2 waits for company and goes with
+        // 3 and 4 (the byte limit), once the first group is done.
+        tx.send(2).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(3).unwrap();
+        tx.send(4).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(groups_now().len(), 1, "the next group waits for its slot");
+        release.notify_one();
+        while groups_now().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(groups_now()[1], vec![2, 3, 4]);
+        drop(tx);
+        committer.await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no linger waited out"
+        );
+    }
 }
