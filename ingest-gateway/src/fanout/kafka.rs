@@ -447,15 +447,21 @@ impl RawSink {
         &self,
         deliveries: Vec<oneshot::Receiver<Ack>>,
     ) -> Result<(), KafkaUnavailable> {
-        for delivery in deliveries {
-            match tokio::time::timeout(self.timeout + Duration::from_secs(1), delivery).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => return Err(KafkaUnavailable(e)),
-                Ok(Err(_)) => return Err(KafkaUnavailable("the producer was dropped".into())),
-                Err(_) => return Err(KafkaUnavailable("no acknowledgement in time".into())),
+        // Enqueued together, so librdkafka times them out together
+        // (`message.timeout.ms`): one deadline, one timer, for all.
+        let all = async {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(KafkaUnavailable(e)),
+                    Err(_) => return Err(KafkaUnavailable("the producer was dropped".into())),
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        tokio::time::timeout(self.timeout + Duration::from_secs(1), all)
+            .await
+            .unwrap_or_else(|_| Err(KafkaUnavailable("no acknowledgement in time".into())))
     }
 
     /// Starts the replayer; it stops when `shutdown` fires.
