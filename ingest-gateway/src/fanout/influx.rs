@@ -399,9 +399,10 @@ impl ClusterSink {
     }
 
     /// Hands one node's part of a write to the batcher of its node and
-    /// database, which stores it alone when the node has a request slot
-    /// free, otherwise together with the parts that arrive until one
-    /// frees; the receiver gets the outcome.
+    /// database, which stores it at once when nothing is in flight to the
+    /// node, otherwise together with the parts that arrive within
+    /// `influx.batch_linger` or until a request slot frees; the receiver
+    /// gets the outcome.
     fn submit(
         &self,
         slot: &NodeSlot,

@@ -158,7 +158,7 @@ impl<'a> Routed<'a> {
 
     /// Line `i` as forwarded, ending in `\n`.
     pub fn text(&self, i: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.texts[i].len() + 21);
+        let mut out = Vec::with_capacity(self.sizes[i]);
         self.append_line(i, &mut out);
         out
     }
@@ -225,6 +225,12 @@ mod tests {
             .collect();
         let routed = Routed::new(&placement, "db", &lines);
         assert_eq!(routed.text(0), b"d v=1 -5\n", "as sent");
+        assert_eq!(
+            routed.texts[0].as_ptr(),
+            ns.as_ptr(),
+            "borrowed, not copied"
+        );
+        assert!(routed.stamps[1].is_some() && routed.stamps[2].is_some());
         assert_eq!(routed.text(1), b"e v=1 5\n", "trailing space dropped");
         assert_eq!(routed.text(2), b"f v=1 5\n", "canonical digits");
         let mut joined = Vec::new();
@@ -345,14 +351,15 @@ mod group_tests {
     use tokio::sync::Notify;
 
     /// A part's arrival is answered at once when nothing is in flight; a
-    /// part arriving while a group is in flight lingers for company.
+    /// part arriving while a group is in flight lingers for company, even
+    /// with a slot free.
     #[tokio::test]
     async fn an_idle_target_gets_a_part_at_once_a_busy_one_a_joined_group() {
         let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
         let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
         let release = Arc::new(Notify::new());
         let limits = GroupLimits {
-            slots: 1,
+            slots: 2,
             max_bytes: 3,
             linger: Duration::from_secs(30),
             idle: None,
@@ -381,19 +388,18 @@ mod group_tests {
         // Flushed alone, long before the 30 s linger: nothing was in flight.
         assert_eq!(groups_now(), vec![vec![1]]);
         assert!(started.elapsed() < Duration::from_secs(10));
-        // The first group is in flight: 2 waits for company and goes with
-        // 3 and 4 (the byte limit), once the first group is done.
+        // The first group is in flight and the second slot free: 2 still
+        // waits for company and goes with 3 and 4 (the byte limit).
         tx.send(2).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(groups_now().len(), 1, "2 lingers while 1 is in flight");
         tx.send(3).unwrap();
         tx.send(4).unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(groups_now().len(), 1, "the next group waits for its slot");
-        release.notify_one();
         while groups_now().len() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(groups_now()[1], vec![2, 3, 4]);
+        release.notify_one();
         drop(tx);
         committer.await.unwrap();
         assert!(
