@@ -45,7 +45,7 @@ impl ProducerContext for CountDrops {
 
     fn delivery(&self, result: &DeliveryResult<'_>, lines: usize) {
         match result {
-            Ok(_) => metrics::counter!("trident_gateway_alert_lines_total").increment(lines as u64),
+            Ok(_) => {}
             Err(_) => {
                 metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "delivery")
                     .increment(lines as u64)
@@ -94,6 +94,8 @@ impl AlertSink {
         let producer: BaseProducer<CountDrops> = ClientConfig::new()
             .set("bootstrap.servers", brokers.join(","))
             .set("acks", "1")
+            // Successes are counted when handed over; only failures report.
+            .set("delivery.report.only.error", "true")
             .set("linger.ms", "5")
             .set("compression.type", compression)
             .set("queue.buffering.max.messages", queue_records.to_string())
@@ -216,10 +218,15 @@ impl AlertSink {
                 .payload(payload.as_slice())
                 .headers(headers)
                 .timestamp(now_ms);
-            if let Err((e, _)) = self.producer.send(record) {
-                tracing::debug!(error = %e, "alert point dropped");
-                metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "queue_full")
-                    .increment(*count as u64);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    metrics::counter!("trident_gateway_alert_lines_total").increment(*count as u64)
+                }
+                Err((e, _)) => {
+                    tracing::debug!(error = %e, "alert point dropped");
+                    metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "queue_full")
+                        .increment(*count as u64);
+                }
             }
         }
     }
