@@ -68,13 +68,12 @@ pub struct Routed<'a> {
     keys: Vec<u8>,
     key_ends: Vec<usize>,
     hashes: Vec<u64>,
-    /// Line i as sent, or without its timestamp when `stamps[i]` holds the
-    /// timestamp to write after it (missing, or in another precision).
+    /// Line i as sent, or without its timestamp when line i's stamp (its
+    /// timestamp in nanoseconds, formatted once) is not empty: missing, or
+    /// in another precision.
     texts: Vec<&'a [u8]>,
-    stamps: Vec<Option<i64>>,
-    /// Bytes of line i as forwarded, with its newline: the sinks size
-    /// their buffers once instead of growing them line by line.
-    sizes: Vec<usize>,
+    stamps: Vec<u8>,
+    stamp_ends: Vec<usize>,
 }
 
 impl<'a> Routed<'a> {
@@ -87,8 +86,8 @@ impl<'a> Routed<'a> {
             key_ends: Vec::with_capacity(lines.len()),
             hashes: Vec::with_capacity(lines.len()),
             texts: Vec::with_capacity(lines.len()),
-            stamps: Vec::with_capacity(lines.len()),
-            sizes: Vec::with_capacity(lines.len()),
+            stamps: Vec::new(),
+            stamp_ends: Vec::with_capacity(lines.len()),
         };
         let mut formatted = itoa::Buffer::new();
         for line in lines {
@@ -108,13 +107,11 @@ impl<'a> Routed<'a> {
                 && sent.ends_with(digits);
             if as_sent {
                 routed.texts.push(sent);
-                routed.stamps.push(None);
-                routed.sizes.push(sent.len() + 1);
             } else {
                 routed.texts.push(head);
-                routed.stamps.push(Some(ts));
-                routed.sizes.push(head.len() + 1 + digits.len() + 1);
+                routed.stamps.extend_from_slice(digits);
             }
+            routed.stamp_ends.push(routed.stamps.len());
         }
         routed
     }
@@ -140,25 +137,34 @@ impl<'a> Routed<'a> {
         self.hashes[i]
     }
 
+    /// The timestamp digits written after line `i`'s text; empty when the
+    /// line is forwarded as sent.
+    fn stamp(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.stamp_ends[i - 1] };
+        &self.stamps[start..self.stamp_ends[i]]
+    }
+
     /// Bytes that [`Routed::append_line`] appends for line `i`.
     pub fn size(&self, i: usize) -> usize {
-        self.sizes[i]
+        let stamp = self.stamp(i).len();
+        self.texts[i].len() + if stamp == 0 { 0 } else { 1 + stamp } + 1
     }
 
     /// Appends line `i` as forwarded (`Line::without_timestamp`, a space,
     /// the timestamp in nanoseconds) and `\n` to `out`.
     pub fn append_line(&self, i: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(self.texts[i]);
-        if let Some(ts) = self.stamps[i] {
+        let stamp = self.stamp(i);
+        if !stamp.is_empty() {
             out.push(b' ');
-            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+            out.extend_from_slice(stamp);
         }
         out.push(b'\n');
     }
 
     /// Line `i` as forwarded, ending in `\n`.
     pub fn text(&self, i: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.sizes[i]);
+        let mut out = Vec::with_capacity(self.size(i));
         self.append_line(i, &mut out);
         out
     }
@@ -230,7 +236,7 @@ mod tests {
             ns.as_ptr(),
             "borrowed, not copied"
         );
-        assert!(routed.stamps[1].is_some() && routed.stamps[2].is_some());
+        assert!(!routed.stamp(1).is_empty() && !routed.stamp(2).is_empty());
         assert_eq!(routed.text(1), b"e v=1 5\n", "trailing space dropped");
         assert_eq!(routed.text(2), b"f v=1 5\n", "canonical digits");
         let mut joined = Vec::new();
