@@ -358,14 +358,15 @@ impl ClusterSink {
         if let Some(e) = first_error {
             return Err(e);
         }
-        Self::check_consistency(&view.placement, target.consistency, routed, &outcome)
+        Self::check_consistency(&view.placement, target.consistency, &owners, &outcome)
     }
 
-    /// Whether every line has as many replicas stored now as `level` asks.
+    /// Whether every line (given by its owners) has as many replicas
+    /// stored now as `level` asks.
     fn check_consistency(
         placement: &Placement,
         level: Consistency,
-        routed: &Routed<'_>,
+        owners: &[Owners],
         outcome: &[Option<Stored>],
     ) -> Result<(), SinkError> {
         let rf = placement.topology().replication;
@@ -379,8 +380,7 @@ impl ClusterSink {
             return Ok(());
         }
         let mut fewest = usize::MAX;
-        for i in 0..routed.len() {
-            let owners = placement.write_owners(routed.hash(i));
+        for owners in owners {
             let stored = owners
                 .as_slice()
                 .iter()
@@ -418,10 +418,11 @@ impl ClusterSink {
                 let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
                 match batchers.get(&key) {
                     Some(sender) => sender.clone(),
-                    None => batchers
-                        .entry(key.clone())
-                        .or_insert_with(|| self.spawn_batcher(key.clone(), slot.clone(), target))
-                        .clone(),
+                    None => {
+                        let sender = self.spawn_batcher(key.clone(), slot.clone(), target);
+                        batchers.insert(key.clone(), sender.clone());
+                        sender
+                    }
                 }
             };
             match sender.send(part) {
@@ -517,11 +518,10 @@ impl ClusterSink {
             }
             return;
         }
-        let joined: Vec<u8> = parts
-            .iter()
-            .map(|p| &p.body[..])
-            .collect::<Vec<_>>()
-            .concat();
+        let mut joined = Vec::with_capacity(parts.iter().map(|p| p.body.len()).sum());
+        for part in &parts {
+            joined.extend_from_slice(&part.body);
+        }
         metrics::counter!("trident_gateway_node_batched_writes_total")
             .increment(parts.len() as u64);
         match self.store(slot, target, Bytes::from(joined)).await {

@@ -227,24 +227,25 @@ impl RawSink {
         let partitions = self.partitions.load(Ordering::Acquire) as usize;
         let mut batches: Vec<(&[u8], Vec<u8>)> = Vec::new();
         if partitions > 0 {
-            let partition = |i: usize| (routed.hash(i) % partitions as u64) as usize;
             // Each partition's record sized once from its lines.
             let mut slot: Vec<usize> = vec![usize::MAX; partitions];
             let mut sizes: Vec<usize> = Vec::new();
+            let mut record_of: Vec<usize> = Vec::with_capacity(routed.len());
             for i in 0..routed.len() {
-                let p = partition(i);
+                let p = (routed.hash(i) % partitions as u64) as usize;
                 if slot[p] == usize::MAX {
                     slot[p] = batches.len();
                     batches.push((routed.key(i), Vec::new()));
                     sizes.push(0);
                 }
                 sizes[slot[p]] += routed.size(i);
+                record_of.push(slot[p]);
             }
             for ((_, payload), size) in batches.iter_mut().zip(sizes) {
                 payload.reserve_exact(size);
             }
-            for i in 0..routed.len() {
-                routed.append_line(i, &mut batches[slot[partition(i)]].1);
+            for (i, &record) in record_of.iter().enumerate() {
+                routed.append_line(i, &mut batches[record].1);
             }
         } else {
             for i in 0..routed.len() {
