@@ -43,13 +43,11 @@ impl ProducerContext for CountDrops {
     /// The number of lines in the record.
     type DeliveryOpaque = usize;
 
+    /// Only failures are reported (`delivery.report.only.error`).
     fn delivery(&self, result: &DeliveryResult<'_>, lines: usize) {
-        match result {
-            Ok(_) => {}
-            Err(_) => {
-                metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "delivery")
-                    .increment(lines as u64)
-            }
+        if result.is_err() {
+            metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "delivery")
+                .increment(lines as u64);
         }
     }
 }

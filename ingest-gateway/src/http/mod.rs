@@ -32,7 +32,7 @@ use trident_influx_client::Error as NodeError;
 pub const INFLUXDB_VERSION: &str = "1.8.10-trident";
 
 /// What every handler needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AppState {
     /// The InfluxDB cluster.
     pub cluster: ClusterSink,
