@@ -605,13 +605,11 @@ fn decode_value(raw: &str) -> FieldValue<'_> {
         _ => match b.last() {
             // The scanner checked the digits and the range.
             Some(b'i') => {
-                let d = &b[..b.len() - 1];
-                match d.split_first() {
-                    Some((b'-', digits)) => FieldValue::Integer(
-                        0i64.wrapping_sub_unsigned(parse_u64(digits).unwrap_or_default()),
-                    ),
-                    _ => FieldValue::Integer(parse_u64(d).unwrap_or_default() as i64),
-                }
+                let value = match &b[..b.len() - 1] {
+                    [b'-', digits @ ..] => parse_i64(digits, true),
+                    digits => parse_i64(digits, false),
+                };
+                FieldValue::Integer(value.unwrap_or_default())
             }
             Some(b'u') => FieldValue::UInteger(parse_u64(&b[..b.len() - 1]).unwrap_or_default()),
             _ => FieldValue::Float(raw.parse().unwrap_or_default()),
@@ -1162,21 +1160,13 @@ impl Scanner<'_, '_> {
             }
             let d_start = i;
             i = skip_digits(b, i);
-            let digits = &b[d_start..i];
-            let magnitude = parse_u64(digits);
-            let (value, overflow) = match magnitude {
-                Some(m) if negative && m <= i64::MIN.unsigned_abs() => {
-                    (0i64.wrapping_sub_unsigned(m), false)
-                }
-                Some(m) if !negative && m <= i64::MAX as u64 => (m as i64, false),
-                _ => (0, true),
-            };
+            let parsed = parse_i64(&b[d_start..i], negative);
             if i == d_start || !(is_terminator(b, i) || b[i] == b' ') {
                 return Err((i, ErrorKind::BadTimestamp));
             }
-            if overflow {
+            let Some(value) = parsed else {
                 return Err((t_start, ErrorKind::TimestampOutOfRange));
-            }
+            };
             let nanos = self
                 .opts
                 .precision
@@ -1350,7 +1340,7 @@ impl Scanner<'_, '_> {
             }
             let digits = &b[int_start..i];
             if suffix == b'i' {
-                if digits.len() >= 19 && !fits_i64(digits, negative) {
+                if digits.len() >= 19 && parse_i64(digits, negative).is_none() {
                     return Err((start, ErrorKind::IntegerOutOfRange(name())));
                 }
             } else {
@@ -1412,13 +1402,14 @@ fn key_string(b: &[u8], start: usize, end: usize) -> String {
     unescape(&raw, EscapeSet::Key)
 }
 
-fn fits_i64(digits: &[u8], negative: bool) -> bool {
-    let limit: u64 = if negative {
-        i64::MIN.unsigned_abs()
+/// `digits` (ASCII, no sign) as an i64 of the given sign, if it fits.
+fn parse_i64(digits: &[u8], negative: bool) -> Option<i64> {
+    let magnitude = parse_u64(digits)?;
+    if negative {
+        (magnitude <= i64::MIN.unsigned_abs()).then(|| 0i64.wrapping_sub_unsigned(magnitude))
     } else {
-        i64::MAX as u64
-    };
-    parse_u64(digits).is_some_and(|v| v <= limit)
+        i64::try_from(magnitude).ok()
+    }
 }
 
 fn fits_u64(digits: &[u8]) -> bool {
