@@ -103,6 +103,41 @@ fn parse(c: &mut Criterion) {
         })
     });
     keys.finish();
+
+    // One line of 2 000 fields, the last repeating the first key: how the
+    // repeated-key check scales with a line's width (the parser takes lines
+    // of up to a mebibyte, about 100 000 fields).
+    let mut wide = String::from("m ");
+    for i in 0..2_000 {
+        wide.push_str(&format!("f{i}=1i,"));
+    }
+    wide.push_str("f0=2i\n");
+    let mut group = c.benchmark_group("wide");
+    group.throughput(Throughput::Bytes(wide.len() as u64));
+    group.sample_size(20);
+    group.bench_function("trident/validate+decode", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for line in parse_lines(black_box(wide.as_bytes())).flatten() {
+                for (k, _) in line.fields() {
+                    acc = acc.wrapping_add(k.as_str().len() as u64);
+                }
+            }
+            acc
+        })
+    });
+    group.bench_function("influxdb-line-protocol/parse_lines", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for line in influxdb_line_protocol::parse_lines(black_box(&wide)).flatten() {
+                for (k, _) in &line.field_set {
+                    acc = acc.wrapping_add(k.as_str().len() as u64);
+                }
+            }
+            acc
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, parse);

@@ -29,7 +29,8 @@
 //!   `t T true True TRUE f F false False FALSE`.
 //! - Keys `time`, `_field` and `_measurement` are refused as tag or field
 //!   keys; a duplicate tag key is refused; a duplicate field key keeps the
-//!   last value (as 1.x).
+//!   last value (as 1.x). Both checks sort the keys when a line has many,
+//!   so a line of a mebibyte of fields costs n log n, not n².
 //! - Limits: series key + field key 65 535 bytes, string value 64 KiB,
 //!   line length configurable; timestamps must lie in 1.x's range.
 //! - Differences from 1.x, on purpose: a `\r\n` line ending is accepted

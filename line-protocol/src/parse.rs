@@ -289,7 +289,11 @@ impl<'a> Line<'a> {
         Fields {
             text: self.fields,
             pos: 0,
-            skip_duplicates: self.duplicate_fields,
+            shadowed: if self.duplicate_fields {
+                shadowed_fields(self.fields)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -514,7 +518,44 @@ pub enum FieldValue<'a> {
 pub struct Fields<'a> {
     text: &'a str,
     pos: usize,
-    skip_duplicates: bool,
+    /// Where the fields that a later field of the same key shadows start,
+    /// the last one first; empty unless the line repeats a key.
+    shadowed: Vec<usize>,
+}
+
+/// Where the fields of `text` start that a later field with the same key
+/// shadows, in descending order. Sorting keeps this n log n on a wide line
+/// (the scanner accepts up to a mebibyte of `k=v` pairs).
+fn shadowed_fields(text: &str) -> Vec<usize> {
+    let mut fields = Vec::new();
+    let mut rest = Fields {
+        text,
+        pos: 0,
+        shadowed: Vec::new(),
+    };
+    loop {
+        let at = rest.pos;
+        let Some((key, _)) = rest.next_raw() else {
+            break;
+        };
+        fields.push((key, at));
+    }
+    let key_cmp = |a: &Token<'_>, b: &Token<'_>| {
+        if a.escaped || b.escaped {
+            a.unescaped_bytes().cmp(b.unescaped_bytes())
+        } else {
+            a.raw.cmp(b.raw)
+        }
+    };
+    // Equal keys end up in the order they were written.
+    fields.sort_unstable_by(|a, b| key_cmp(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    let mut shadowed: Vec<usize> = fields
+        .windows(2)
+        .filter(|w| key_cmp(&w[0].0, &w[1].0).is_eq())
+        .map(|w| w[0].1)
+        .collect();
+    shadowed.sort_unstable_by(|a, b| b.cmp(a));
+    shadowed
 }
 
 impl<'a> Fields<'a> {
@@ -573,15 +614,11 @@ impl<'a> Iterator for Fields<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            let at = self.pos;
             let (key, raw) = self.next_raw()?;
-            if self.skip_duplicates {
-                let mut later = self.clone();
-                later.skip_duplicates = false;
-                let shadowed = std::iter::from_fn(|| later.next_raw())
-                    .any(|(k, _)| k.unescaped_bytes().eq(key.unescaped_bytes()));
-                if shadowed {
-                    continue;
-                }
+            if self.shadowed.last() == Some(&at) {
+                self.shadowed.pop();
+                continue;
             }
             return Some((key, decode_value(raw)));
         }
@@ -1068,8 +1105,10 @@ impl Scanner<'_, '_> {
             return Err((i, ErrorKind::MissingFields));
         }
         let f_start = i;
-        // Signatures (length, first, second and last byte) of the keys seen
-        // so far: a full comparison runs only when two signatures are equal.
+        // Signatures (length, first, second and last byte) of the first
+        // sixteen keys: a full comparison runs only when two signatures are
+        // equal. A line with more fields is counted by sorting its keys
+        // afterwards, so a wide line costs n log n, not n².
         let mut sigs = [0u32; 16];
         let mut n_sigs = 0usize;
         let mut seen_filter = 0u64;
@@ -1115,23 +1154,22 @@ impl Scanner<'_, '_> {
                     },
                 ));
             }
-            let len = i - k_start;
-            let sig = ((len as u32 & 0xff) << 24)
-                | (u32::from(b[k_start]) << 16)
-                | (u32::from(b[k_start + usize::from(len > 1)]) << 8)
-                | u32::from(b[i - 1]);
-            // One bit per signature in a 64-bit filter settles most keys
-            // without looking through the list.
-            let bit = 1u64 << (sig.wrapping_mul(0x9E37_79B1) >> 26);
-            let maybe_seen =
-                seen_filter & bit != 0 && (n_sigs > sigs.len() || sigs[..n_sigs].contains(&sig));
-            seen_filter |= bit;
-            if maybe_seen && self.field_seen_before(f_start, key) {
-                duplicate_fields = true;
-            } else {
-                unique_fields += 1;
-            }
             if n_sigs < sigs.len() {
+                let len = i - k_start;
+                let sig = ((len as u32 & 0xff) << 24)
+                    | (u32::from(b[k_start]) << 16)
+                    | (u32::from(b[k_start + usize::from(len > 1)]) << 8)
+                    | u32::from(b[i - 1]);
+                // One bit per signature in a 64-bit filter settles most keys
+                // without looking through the list.
+                let bit = 1u64 << (sig.wrapping_mul(0x9E37_79B1) >> 26);
+                let maybe_seen = seen_filter & bit != 0 && sigs[..n_sigs].contains(&sig);
+                seen_filter |= bit;
+                if maybe_seen && self.field_seen_before(f_start, key) {
+                    duplicate_fields = true;
+                } else {
+                    unique_fields += 1;
+                }
                 sigs[n_sigs] = sig;
             }
             n_sigs += 1;
@@ -1146,6 +1184,10 @@ impl Scanner<'_, '_> {
             }
             break i;
         };
+        if n_sigs > sigs.len() {
+            unique_fields = self.distinct_fields(f_start, f_end);
+            duplicate_fields = unique_fields as usize != n_sigs;
+        }
 
         // Timestamp.
         while i < b.len() && b[i] == b' ' {
@@ -1234,6 +1276,25 @@ impl Scanner<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// How many distinct keys the fields in `start..end` have: sorted, so
+    /// equal keys are neighbours.
+    fn distinct_fields(&self, start: usize, end: usize) -> u32 {
+        let mut keys = Vec::new();
+        let mut pos = start;
+        while pos < end {
+            let f = next_field(self.b, pos, end);
+            keys.push(KeyRef {
+                start: pos as u32,
+                end: f.key_end as u32,
+                escaped: f.key_escaped,
+            });
+            pos = f.value_end + 1;
+        }
+        keys.sort_unstable_by(|&x, &y| self.key_cmp(x, y));
+        let repeats = keys.windows(2).filter(|w| self.key_eq(w[0], w[1])).count();
+        (keys.len() - repeats) as u32
     }
 
     /// Whether a field before `key` (in the section from `f_start`) has the
