@@ -76,6 +76,11 @@ fuzz_target!(|data: &[u8]| {
                     other => panic!("forwarded line {forwarded:?} does not parse: {other:?}"),
                 }
                 assert_eq!(line.fields().count(), line.field_count());
+                // A repeated key yields once (its last value).
+                let mut keys: Vec<_> = line.fields().map(|(k, _)| k.as_str()).collect();
+                keys.sort();
+                keys.dedup();
+                assert_eq!(keys.len(), line.field_count(), "a key yielded twice");
                 for s in &strategies {
                     let _ = line.shard_hash(s, &mut scratch);
                 }
