@@ -183,10 +183,25 @@ pub async fn send(
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or(text);
-    if status.is_client_error() {
-        Err(Error::Refused(message))
-    } else {
-        Err(unavailable(format!("{status}: {message}")))
+    Err(write_error(status, message, db, unavailable))
+}
+
+/// What a node's refusal of a write means to the sender. Only a 400 (a
+/// line the node will never take, e.g. a field type conflict) is final; a
+/// missing database can be created; any other refusal (401/403 for a node
+/// with auth, 413 for its body limit, ...) is the node's set-up, which an
+/// operator can fix: it counts as unavailable, so that what was spooled
+/// for the node stays spooled.
+fn write_error(
+    status: reqwest::StatusCode,
+    message: String,
+    db: &str,
+    unavailable: impl Fn(String) -> Error,
+) -> Error {
+    match status.as_u16() {
+        400 => Error::Refused(message),
+        404 if message.starts_with("database not found") => Error::DatabaseNotFound(db.to_owned()),
+        _ => unavailable(format!("{status}: {message}")),
     }
 }
 
@@ -215,6 +230,15 @@ impl Databases {
     /// dropped: the next write checks (or creates) them again.
     pub fn forget(&self) {
         self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Forgets that `db` exists on the node at `url` (the node said it
+    /// does not): the next write there creates or looks it up again.
+    pub fn forget_database(&self, url: &str, db: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(url.to_owned(), db.to_owned()));
     }
 
     fn remember(&self, key: (String, String)) {

@@ -111,6 +111,8 @@ pub struct ClusterSink {
     gzip: bool,
     /// Databases known to exist, per node.
     known: Databases,
+    /// Databases this gateway has had created on every node.
+    announced: Arc<Mutex<std::collections::HashSet<String>>>,
     options: Arc<ClusterOptions>,
     /// Every slot opened, by URL.
     slots: Arc<Mutex<HashMap<String, NodeSlot>>>,
@@ -185,6 +187,7 @@ impl ClusterSink {
             create_databases: options.create_databases,
             gzip: options.gzip,
             known: Databases::default(),
+            announced: Arc::default(),
             options: Arc::new(options.clone()),
             slots: Arc::default(),
             replaying: Arc::default(),
@@ -255,9 +258,15 @@ impl ClusterSink {
         &self.client
     }
 
-    /// Which databases are known to exist on which node.
-    pub fn databases(&self) -> &Databases {
-        &self.known
+    /// Forgets which databases exist where, after a statement that may
+    /// have dropped some ran on every node: the next write to a database
+    /// checks (or creates) it again, on every node.
+    pub fn forget_databases(&self) {
+        self.known.forget();
+        self.announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Every spool opened so far (nodes of this and earlier versions).
@@ -313,6 +322,7 @@ impl ClusterSink {
         target: &WriteTarget,
         routed: &Routed<'_>,
     ) -> Result<(), SinkError> {
+        self.create_everywhere(view, &target.db);
         let topology = view.placement.topology();
         // During a move: the owners on both sides. Each node's body is
         // sized once from its lines.
@@ -586,7 +596,49 @@ impl ClusterSink {
         self.known
             .ensure(&self.client, url, db, self.create_databases)
             .await?;
-        Ok(send(&self.client, url, db, rp, body, self.gzip).await?)
+        match send(&self.client, url, db, rp, body.clone(), self.gzip).await {
+            // The node lost the database since it was seen there (it came
+            // back empty, or an operator dropped it): made again, or looked
+            // up again and reported missing.
+            Err(NodeError::DatabaseNotFound(_)) => {
+                tracing::warn!(node = %url, db, "the node no longer has the database");
+                self.known.forget_database(url, db);
+                self.known
+                    .ensure(&self.client, url, db, self.create_databases)
+                    .await?;
+                Ok(send(&self.client, url, db, rp, body, self.gzip).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Creates `db` on every node of `view` in the background, the first
+    /// time this gateway sees it: a node that owns none of its lines yet
+    /// still answers queries on it (a fan-out query to a node without the
+    /// database fails), and a node added later gets it with its first
+    /// line. A node that is down is retried with backoff until it has it.
+    fn create_everywhere(&self, view: &View, db: &str) {
+        if !self.create_databases {
+            return;
+        }
+        {
+            let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            if announced.contains(db) {
+                return;
+            }
+            announced.insert(db.to_owned());
+        }
+        for slot in &view.nodes {
+            let (sink, url, db) = (self.clone(), slot.url.clone(), db.to_owned());
+            tokio::spawn(async move {
+                let mut backoff = Backoff::new(Duration::from_secs(30));
+                while let Err(e) = sink.known.ensure(&sink.client, &url, &db, true).await {
+                    let wait = backoff.next_wait();
+                    tracing::debug!(node = %url, db, error = %e, ?wait, "cannot create the database yet");
+                    tokio::time::sleep(wait).await;
+                }
+            });
+        }
     }
 
     /// Sends a node's spool back to it, head first, until stopped.
@@ -659,6 +711,12 @@ impl ClusterSink {
                         .increment((end - i) as u64);
                 }
                 Err(e @ SinkError::Node(NodeError::Unavailable { .. })) => return Err(e),
+                Err(SinkError::Node(NodeError::DatabaseNotFound(_))) => {
+                    // Only without `create_databases`: the database was
+                    // dropped since the write was taken, and its points with it.
+                    tracing::warn!(spool = %name, db, "spooled points of a dropped database were dropped");
+                    metrics::counter!("trident_gateway_spool_dropped_total", "spool" => name.clone(), "reason" => "database_not_found").increment((end - i) as u64);
+                }
                 Err(e) => {
                     // InfluxDB stored the lines it could; the rest can never be.
                     tracing::warn!(spool = %name, db, error = %e, "the node refused spooled points");

@@ -232,7 +232,7 @@ async fn execute(
                 params.epoch.as_deref(),
             )
             .await;
-            cluster.databases().forget();
+            cluster.forget_databases();
             let missed: Vec<String> = answers
                 .iter()
                 .filter_map(|(i, a)| a.as_ref().err().map(|e| format!("{} ({e})", nodes[*i].id)))
