@@ -165,13 +165,58 @@ async fn bad_input_gets_influxdbs_answers() {
         .expect("request");
     assert_eq!(resp.status().as_u16(), 413);
 
-    let ping = trident_e2e::http()
-        .get(format!("{}/ping", gw.url))
-        .send()
-        .await
-        .expect("ping");
-    assert_eq!(ping.status().as_u16(), 204);
-    assert!(ping.headers().contains_key("x-influxdb-version"));
+    // One byte over the limit that the gateway and a plain node share
+    // (25 000 000 by default): the same status and body from both.
+    let oversized = vec![b'#'; 25_000_001];
+    let node = &env.influx_urls[0];
+    let mut answers = Vec::new();
+    for base in [node.trim_end_matches('/'), gw.url.as_str()] {
+        let (status, text, _) =
+            post(&format!("{base}/write?db={}", db.name), oversized.clone()).await;
+        answers.push((status, text));
+    }
+    assert_eq!(answers[0].0, 413, "{:?}", answers[0]);
+    assert_eq!(answers[1], answers[0], "gateway, then node");
+
+    // /ping as 1.x answers it: HEAD and GET alike, 204 ...
+    for (method, query) in [
+        (reqwest::Method::GET, ""),
+        (reqwest::Method::HEAD, ""),
+        (reqwest::Method::GET, "?verbose=0"),
+        (reqwest::Method::GET, "?verbose=false"),
+    ] {
+        let mut statuses = Vec::new();
+        for base in [node.trim_end_matches('/'), gw.url.as_str()] {
+            let ping = trident_e2e::http()
+                .request(method.clone(), format!("{base}/ping{query}"))
+                .send()
+                .await
+                .expect("ping");
+            if base == gw.url {
+                assert!(ping.headers().contains_key("x-influxdb-version"));
+                assert!(ping.headers().contains_key("x-influxdb-build"));
+            }
+            statuses.push(ping.status().as_u16());
+        }
+        assert_eq!(
+            statuses[1], statuses[0],
+            "{method} /ping{query}: node, gateway"
+        );
+    }
+    // ... and 200 with the version for any other `verbose`: what 1.7 and
+    // later answer (the stack's 1.6 node predates `verbose`; the gateway
+    // presents itself as 1.8).
+    for query in ["?verbose=true", "?verbose=1"] {
+        let ping = trident_e2e::http()
+            .get(format!("{}/ping{query}", gw.url))
+            .send()
+            .await
+            .expect("ping");
+        assert_eq!(ping.status().as_u16(), 200, "{query}");
+        let json: serde_json::Value =
+            serde_json::from_str(&ping.text().await.expect("body")).expect("JSON");
+        assert!(json["version"].is_string(), "{query}: {json}");
+    }
 
     let health = trident_e2e::http()
         .get(format!("{}/health", gw.url))
@@ -198,6 +243,14 @@ async fn bad_input_gets_influxdbs_answers() {
         metrics.contains("trident_gateway_delivery_seconds"),
         "{metrics}"
     );
+    for reason in ["missing_database", "body_too_large"] {
+        assert!(
+            metrics.contains(&format!(
+                "trident_gateway_refused_requests_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
 }
 
 async fn health(url: &str) -> serde_json::Value {
@@ -705,5 +758,62 @@ async fn a_write_larger_than_a_record_reaches_the_raw_topic_in_order() {
     assert_eq!(
         health["components"]["sink:kafka"]["status"], "up",
         "nothing left in the spool: {health}"
+    );
+}
+
+/// Whether `db` is listed by `SHOW DATABASES` on the node at `url`.
+async fn has_database(url: &str, db: &str) -> bool {
+    let json = influx_query(url, "SHOW DATABASES", None)
+        .await
+        .expect("query");
+    json["results"][0]["series"][0]["values"]
+        .as_array()
+        .is_some_and(|rows| rows.iter().any(|r| r[0].as_str() == Some(db)))
+}
+
+/// A database's first write creates it on every node, owners or not; a
+/// node that loses it (comes back with empty storage, or an operator drops
+/// it there) gets it again and the write is stored, not refused.
+#[tokio::test]
+async fn a_database_is_made_on_every_node_and_again_where_it_was_lost() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    // Replication 1: one line has one owner, the other nodes none.
+    let gw = start(&env, &[("TRIDENT_INFLUX_REPLICATION", "1")]).await;
+    // Not created beforehand; dropped everywhere at the end.
+    let db = InfluxDb {
+        name: trident_e2e::unique_name("db"),
+        urls: env.influx_urls.clone(),
+    };
+    let write = format!("{}/write?db={}", gw.url, db.name);
+    let line = "cpu,host=first v=1 1700000000000000000";
+    write_ok(&write, line).await;
+    let owner = owners(&gw.config, &db.name, line)
+        .into_iter()
+        .next()
+        .expect("an owner");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for node in &env.influx_urls {
+        while !has_database(node, &db.name).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never made on {node} (owner of the line: {owner})",
+                db.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // The owner loses the database; the next write to it is stored there.
+    influx_query(&owner, &format!("DROP DATABASE \"{}\"", db.name), None)
+        .await
+        .expect("drop");
+    let again = "cpu,host=first v=2 1700000000000000001";
+    write_ok(&write, again).await;
+    let json = influx_query(&owner, "SELECT count(v) FROM cpu", Some(&db.name))
+        .await
+        .expect("query");
+    assert_eq!(
+        json["results"][0]["series"][0]["values"][0][1], 1,
+        "the line after the loss, on its owner {owner}: {json}"
     );
 }

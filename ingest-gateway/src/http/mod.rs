@@ -71,8 +71,14 @@ async fn influx_headers(mut response: Response) -> Response {
     response
 }
 
+/// `/ping`: 204, or 200 with the version for any `verbose` but empty,
+/// `0` and `false` (as 1.x reads the first `verbose`).
 async fn ping(Query(query): Query<Vec<(String, String)>>) -> Response {
-    if query.iter().any(|(k, v)| k == "verbose" && v == "true") {
+    let verbose = query
+        .iter()
+        .find(|(k, _)| k == "verbose")
+        .is_some_and(|(_, v)| !matches!(v.as_str(), "" | "0" | "false"));
+    if verbose {
         return (
             StatusCode::OK,
             axum::Json(serde_json::json!({ "version": INFLUXDB_VERSION })),
@@ -173,6 +179,14 @@ fn error_body(status: StatusCode, message: &str) -> Response {
 fn request_error(e: &RequestError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     metrics::counter!("trident_gateway_requests_total", "outcome" => "refused").increment(1);
+    metrics::counter!("trident_gateway_refused_requests_total", "reason" => e.reason())
+        .increment(1);
+    if let RequestError::BodyTooLarge { limit } = e {
+        tracing::info!(
+            limit,
+            "write refused: its body is over gateway.max_body_bytes"
+        );
+    }
     error_body(status, &e.to_string())
 }
 

@@ -25,8 +25,9 @@ pub enum RequestError {
     /// v2 `precision` other than ns, us, ms, s.
     #[error("invalid precision \"{0}\": use ns, us, ms or s")]
     InvalidPrecision(String),
-    /// The body, or what it inflates to, is over the limit.
-    #[error("request body too large: the limit is {limit} bytes")]
+    /// The body, or what it inflates to, is over the limit: InfluxDB's
+    /// words (the limit goes to the gateway's log).
+    #[error("Request Entity Too Large")]
     BodyTooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -40,6 +41,19 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// The `reason` label of `trident_gateway_refused_requests_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::MissingDatabase => "missing_database",
+            RequestError::MissingBucket => "missing_bucket",
+            RequestError::InvalidConsistency => "invalid_consistency",
+            RequestError::InvalidPrecision(_) => "invalid_precision",
+            RequestError::BodyTooLarge { .. } => "body_too_large",
+            RequestError::BadGzip(_) => "bad_gzip",
+            RequestError::BadCredentials => "bad_credentials",
+        }
+    }
+
     /// The HTTP status InfluxDB answers with.
     pub fn status(&self) -> u16 {
         match self {
