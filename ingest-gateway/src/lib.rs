@@ -134,7 +134,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         auth,
         cluster,
         raw,
-        alerts,
+        alerts: alerts.clone(),
         max_body_bytes: config.gateway.max_body_bytes,
     };
     let app = http::router(state).merge(trident_service::admin::router(
@@ -143,5 +143,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     ));
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     trident_service::admin::serve(listener, app, shutdown.triggered()).await?;
+    // A dead alert broker must not hold a restart for long.
+    alerts
+        .flush(
+            config
+                .kafka
+                .delivery_timeout
+                .min(std::time::Duration::from_secs(5)),
+        )
+        .await;
     Ok(())
 }

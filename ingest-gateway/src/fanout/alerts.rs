@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use trident_alert_rules::RuleSet;
 use trident_line_protocol::Line;
 use trident_service::config::AlertPoints;
@@ -168,6 +168,25 @@ impl AlertSink {
                 () = stop => {}
             }
         });
+    }
+
+    /// Waits up to `timeout` for the points still queued to reach the
+    /// broker: at shutdown, after the last request, so that a restart
+    /// does not drop what was already offered. What is left then is
+    /// logged and dropped (the path is best effort).
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(timeout).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+        if let Err(e) = flushed {
+            let queued = self.producer.in_flight_count();
+            tracing::warn!(error = %e, queued, "alert points still queued at shutdown were dropped");
+            metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "shutdown")
+                .increment(u64::try_from(queued).unwrap_or(0));
+        }
     }
 
     /// Offers the accepted `lines` (routed as `routed`) to the alert topic.
