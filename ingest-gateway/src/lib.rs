@@ -127,6 +127,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         }
     }
     cluster.start_replay(&shutdown, &health, gw.replay_max_backoff);
+    cluster.start_health_checks(&shutdown, &health);
     raw.start_replay(&shutdown, &health, gw.replay_max_backoff);
     let auth = http::auth::Auth::from_config(&gw.auth).map_err(Error::Auth)?;
     let state = http::AppState {

@@ -104,6 +104,24 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
         kept >= spooled,
         "the spool survived kill -9: {kept} entries after, {spooled} before"
     );
+    // The health checks see the dead node, and the cluster sink degraded.
+    let ping = format!("ping:{victim}");
+    let health =
+        trident_e2e::wait_for_json(&format!("{url}/health"), Duration::from_secs(30), |h| {
+            h["components"][&ping]["status"] == "degraded"
+        })
+        .await;
+    // Degraded, not down: the gateway still takes writes (and /health
+    // stays 200 for load balancers).
+    assert_eq!(
+        health["components"][&ping]["status"], "degraded",
+        "{health}"
+    );
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        health["components"]["sink:influx"]["status"], "degraded",
+        "{health}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 3. The node returns: its spool drains while the load goes on.
@@ -119,6 +137,15 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
         health["components"][format!("node:{victim}")]["status"],
         "up",
         "the spool drained: {health}"
+    );
+    let health =
+        trident_e2e::wait_for_json(&format!("{url}/health"), Duration::from_secs(30), |h| {
+            h["components"][&ping]["status"] == "up"
+        })
+        .await;
+    assert_eq!(
+        health["components"]["sink:influx"]["status"], "up",
+        "{health}"
     );
     assert!(
         log.acked.len() > before_restart,

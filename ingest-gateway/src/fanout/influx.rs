@@ -128,6 +128,10 @@ type BatchKey = (String, String, Option<String>);
 /// A node batcher with nothing to do for this long leaves.
 const BATCHER_IDLE: Duration = Duration::from_secs(60);
 
+/// How often every node's `/ping` is checked for `/health`; an answer
+/// must come within half of it.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// One write's part for one node, and who waits for its outcome.
 #[derive(Debug)]
 struct Part {
@@ -299,6 +303,82 @@ impl ClusterSink {
         *self.replaying.lock().unwrap_or_else(|e| e.into_inner()) = Some(context.clone());
         for slot in slots {
             self.spawn_replayer(&context, slot);
+        }
+    }
+
+    /// Checks every node of the current view with `/ping` every
+    /// [`HEALTH_CHECK_EVERY`] until `shutdown`: `ping:<url>` is up, or
+    /// degraded with the reason, and `sink:influx` says how many nodes
+    /// answer. Degraded, not down: the gateway still takes writes for a
+    /// dead node (its spool does), and `/health` answers 503 only when a
+    /// component is down — a load balancer must not drop every gateway
+    /// because one node died. (A node's delivery state, spooling or not,
+    /// is `node:<url>`; a full spool is what turns writes away.)
+    pub fn start_health_checks(&self, shutdown: &Shutdown, health: &Health) {
+        let (sink, health, stop) = (self.clone(), health.clone(), shutdown.triggered());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = sink.check_nodes(health) => {}
+                () = stop => {}
+            }
+        });
+    }
+
+    async fn check_nodes(self, health: Health) {
+        let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let view = self.view();
+            let pings = view.nodes.iter().map(|slot| {
+                let request = self
+                    .client
+                    .get(format!("{}/ping", slot.url))
+                    .timeout(HEALTH_CHECK_EVERY / 2)
+                    .send();
+                async move { (slot.url.as_str(), request.await) }
+            });
+            let answers = futures_util::future::join_all(pings).await;
+            let mut up = 0;
+            for (url, answer) in &answers {
+                let component = format!("ping:{url}");
+                match answer {
+                    Ok(resp) if resp.status().is_success() => {
+                        up += 1;
+                        health.set(component, Status::Up, "");
+                    }
+                    Ok(resp) => health.set(
+                        component,
+                        Status::Degraded,
+                        format!("down: /ping answered {}", resp.status()),
+                    ),
+                    Err(e) => {
+                        let mut reason = e.to_string();
+                        let mut cause = std::error::Error::source(e);
+                        while let Some(c) = cause {
+                            reason = format!("{reason}: {c}");
+                            cause = c.source();
+                        }
+                        health.set(
+                            component,
+                            Status::Degraded,
+                            format!("down: /ping failed: {reason}"),
+                        );
+                    }
+                }
+            }
+            let total = answers.len();
+            let (status, detail) = if up == total {
+                (Status::Up, String::new())
+            } else {
+                (
+                    Status::Degraded,
+                    format!(
+                        "{up} of {total} nodes answer /ping; writes for the others are spooled"
+                    ),
+                )
+            };
+            health.set("sink:influx", status, detail);
         }
     }
 
