@@ -136,6 +136,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         cluster,
         raw,
         alerts: alerts.clone(),
+        influx_required: gw.required.iter().any(|s| s == "influx"),
+        kafka_required: gw.required.iter().any(|s| s == "kafka"),
         max_body_bytes: config.gateway.max_body_bytes,
     };
     let app = http::router(state).merge(trident_service::admin::router(

@@ -300,6 +300,13 @@ pub struct GatewayConfig {
     /// Writes handled at once; one more is answered 503 with
     /// `Retry-After` (overload: memory stays bounded, clients back off).
     pub max_inflight_writes: usize,
+    /// The sinks a 2xx vouches for: `influx`, `kafka` (both by default).
+    /// A write waits for every sink either way; a sink left out that
+    /// cannot take it (its spool full) is logged and counted
+    /// (`trident_gateway_sink_failures_total`) instead of failing the
+    /// write with 503. Refusals of the data itself (400, 404) still answer.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub required: Vec<String>,
     /// Users and what they may write, as InfluxDB's `auth-enabled`.
     pub auth: AuthConfig,
 }
@@ -369,6 +376,7 @@ impl Default for GatewayConfig {
             alerts: AlertPoints::Matching,
             alert_queue_records: 100_000,
             max_inflight_writes: 256,
+            required: vec!["influx".into(), "kafka".into()],
             auth: AuthConfig::default(),
         }
     }
@@ -793,6 +801,24 @@ impl Config {
                 }
             }
         }
+        if service == Service::Gateway {
+            let required = &self.gateway.required;
+            if let Some(unknown) = required
+                .iter()
+                .find(|s| !matches!(s.as_str(), "influx" | "kafka"))
+            {
+                return Err(invalid(
+                    "gateway.required",
+                    &format!("names `{unknown}`: the sinks are \"influx\" and \"kafka\""),
+                ));
+            }
+            if required.is_empty() {
+                return Err(invalid(
+                    "gateway.required",
+                    "is empty: a 2xx must vouch for at least one sink, e.g. [\"influx\"]",
+                ));
+            }
+        }
         if service == Service::Gateway
             && self.gateway.alerts != AlertPoints::Off
             && self.gateway.alert_queue_records == 0
@@ -1170,6 +1196,23 @@ mod tests {
 
         config.kafka.brokers = vec!["localhost:9092".into()];
         config.validate(Service::Gateway).expect("valid now");
+
+        config.gateway.required = vec!["influx".into(), "clickhouse".into()];
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.required") && err.contains("`clickhouse`"),
+            "{err}"
+        );
+        config.gateway.required = Vec::new();
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.required") && err.contains("empty"),
+            "{err}"
+        );
+        config.gateway.required = vec!["kafka".into()];
+        config
+            .validate(Service::Gateway)
+            .expect("kafka alone may be required");
 
         let err = config.validate(Service::Writer).unwrap_err().to_string();
         assert!(err.contains("clickhouse.url"), "{err}");

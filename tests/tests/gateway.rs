@@ -817,3 +817,69 @@ async fn a_database_is_made_on_every_node_and_again_where_it_was_lost() {
         "the line after the loss, on its owner {owner}: {json}"
     );
 }
+
+/// `gateway.required`: with the raw topic's spool full, writes are 503 by
+/// default; with only `influx` required they are 204, stored on the nodes,
+/// and the raw topic's failures are counted.
+#[tokio::test]
+async fn a_sink_left_out_of_required_does_not_fail_writes() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let db = InfluxDb::create(&env).await.expect("database");
+    // A broker nobody listens on and the smallest spool (1 MiB): a few
+    // writes of 300 KB fill it.
+    let dead_broker = [
+        ("TRIDENT_KAFKA_BROKERS", "127.0.0.1:9"),
+        ("TRIDENT_KAFKA_DELIVERY_TIMEOUT", "1s"),
+        ("TRIDENT_GATEWAY_SPOOL_MAX_BYTES", "1048576"),
+    ];
+    let body = |round: usize, n: usize| -> String {
+        (0..3_000)
+            .map(|i| {
+                format!(
+                    "req,round=r{round},n=n{n},seq=s{i} payload=\"{}\" {}",
+                    "x".repeat(60),
+                    1_700_000_000_000_000_000i64 + i as i64
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut rounds = Vec::new();
+    for (round, required) in [(0, None), (1, Some("influx"))] {
+        let mut extra = dead_broker.to_vec();
+        if let Some(required) = required {
+            extra.push(("TRIDENT_GATEWAY_REQUIRED", required));
+        }
+        let gw = start(&env, &extra).await;
+        let write = format!("{}/write?db={}", gw.url, db.name);
+        let mut statuses = Vec::new();
+        for n in 0..6 {
+            let (status, text, _) = post(&write, body(round, n)).await;
+            assert!(status == 204 || status == 503, "{status}: {text}");
+            statuses.push(status);
+        }
+        rounds.push((gw, statuses));
+    }
+    let (_, by_default) = &rounds[0];
+    assert!(
+        by_default.contains(&503),
+        "with both sinks required, a full raw-topic spool is a 503: {by_default:?}"
+    );
+    let (gw, influx_only) = &rounds[1];
+    assert!(
+        influx_only.iter().all(|&s| s == 204),
+        "with only influx required, every write is 204: {influx_only:?}"
+    );
+    let stored = count_on_nodes(
+        &env,
+        &db.name,
+        "SELECT count(payload) FROM req WHERE round = 'r1'",
+    )
+    .await;
+    assert_eq!(stored, 6 * 3_000, "every line on its node (replication 1)");
+    let metrics = trident_e2e::get_text(&format!("{}/metrics", gw.url)).await;
+    assert!(
+        metrics.contains("trident_gateway_sink_failures_total{sink=\"kafka\"}"),
+        "{metrics}"
+    );
+}

@@ -46,6 +46,17 @@ pub struct AppState {
     pub auth: Option<auth::Auth>,
     /// Permits for writes in progress (`gateway.max_inflight_writes`).
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Whether a 2xx vouches for the InfluxDB cluster (`gateway.required`).
+    pub influx_required: bool,
+    /// Whether a 2xx vouches for the raw topic.
+    pub kafka_required: bool,
+}
+
+/// A sink that is not required could not take a write: logged and
+/// counted, the write goes on.
+fn unrequired_failure(sink: &'static str, e: &dyn std::fmt::Display) {
+    metrics::counter!("trident_gateway_sink_failures_total", "sink" => sink).increment(1);
+    tracing::warn!(sink, error = %e, "a sink that gateway.required leaves out did not take a write");
 }
 
 /// The API routes (without `/health` and `/metrics`).
@@ -319,7 +330,8 @@ async fn write(
     }
     metrics::counter!("trident_gateway_bytes_total").increment(body.len() as u64);
     if !lines.is_empty() {
-        // Both paths are required; they run side by side.
+        // Both paths run side by side; `gateway.required` says whose
+        // failure fails the write.
         let timed = |sink: &'static str, started: std::time::Instant| {
             metrics::histogram!("trident_gateway_delivery_seconds", "sink" => sink)
                 .record(started.elapsed().as_secs_f64());
@@ -342,6 +354,20 @@ async fn write(
                 r
             }
         );
+        let raw = match raw {
+            Err(e) if !state.kafka_required => {
+                unrequired_failure("kafka", &e);
+                Ok(())
+            }
+            other => other,
+        };
+        let cluster = match cluster {
+            Err(e @ SinkError::Node(NodeError::Unavailable { .. })) if !state.influx_required => {
+                unrequired_failure("influx", &e);
+                Ok(())
+            }
+            other => other,
+        };
         if let Err(e) = raw {
             metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
             tracing::warn!(error = %e, "write not appended to the raw topic; answered 503");
