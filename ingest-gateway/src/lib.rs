@@ -129,6 +129,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     cluster.start_replay(&shutdown, &health, gw.replay_max_backoff);
     cluster.start_health_checks(&shutdown, &health);
     raw.start_replay(&shutdown, &health, gw.replay_max_backoff);
+    sample_queues(&shutdown, cluster.clone(), raw.clone(), alerts.clone());
     let auth = http::auth::Auth::from_config(&gw.auth).map_err(Error::Auth)?;
     let state = http::AppState {
         inflight: std::sync::Arc::new(tokio::sync::Semaphore::new(gw.max_inflight_writes)),
@@ -156,4 +157,37 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         )
         .await;
     Ok(())
+}
+
+/// Every second, each sink's queue depth as `trident_gateway_queue_depth`
+/// (`sink` = influx: node parts on their way; kafka, alerts: records in
+/// the producer not yet acknowledged). Spools are counted apart
+/// (`trident_gateway_spool_bytes`, `_entries`).
+fn sample_queues(
+    shutdown: &Shutdown,
+    cluster: fanout::influx::ClusterSink,
+    raw: fanout::kafka::RawSink,
+    alerts: fanout::alerts::AlertSink,
+) {
+    let stop = shutdown.triggered();
+    tokio::spawn(async move {
+        let sample = async {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for (sink, depth) in [
+                    ("influx", cluster.queued()),
+                    ("kafka", raw.queued()),
+                    ("alerts", alerts.queued()),
+                ] {
+                    metrics::gauge!("trident_gateway_queue_depth", "sink" => sink)
+                        .set(depth as f64);
+                }
+            }
+        };
+        tokio::select! {
+            () = sample => {}
+            () = stop => {}
+        }
+    });
 }

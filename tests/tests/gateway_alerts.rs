@@ -279,4 +279,25 @@ async fn a_dead_alert_broker_drops_and_counts_without_slowing_writes() {
         dropped >= 100.0,
         "150 points offered, 10 records held: {dropped} dropped\n{metrics}"
     );
+    // The records held show as the alert sink's queue depth (sampled each
+    // second). The other sinks' depths are there too; their values are not
+    // checked: the gateways of this file's other tests share the process's
+    // metrics and write meanwhile.
+    let depth = |metrics: &str, sink: &str| -> Option<f64> {
+        let prefix = format!("trident_gateway_queue_depth{{sink=\"{sink}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = trident_e2e::get_text(&format!("{}/metrics", gw.url)).await;
+        if depth(&metrics, "alerts") == Some(10.0) || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(depth(&metrics, "alerts"), Some(10.0), "{metrics}");
+    assert!(depth(&metrics, "influx").is_some(), "{metrics}");
+    assert!(depth(&metrics, "kafka").is_some(), "{metrics}");
 }

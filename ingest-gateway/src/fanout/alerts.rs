@@ -170,6 +170,11 @@ impl AlertSink {
         });
     }
 
+    /// Records queued for the alert topic and not yet delivered.
+    pub fn queued(&self) -> usize {
+        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+    }
+
     /// Waits up to `timeout` for the points still queued to reach the
     /// broker: at shutdown, after the last request, so that a restart
     /// does not drop what was already offered. What is left then is

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -120,6 +121,19 @@ pub struct ClusterSink {
     replaying: Arc<Mutex<Option<ReplayContext>>>,
     /// The batcher of each node URL, database and retention policy.
     batchers: Arc<Mutex<HashMap<BatchKey, mpsc::UnboundedSender<Part>>>>,
+    /// Node parts handed to batchers whose outcome is not known yet.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Takes `.1` off the counter `.0` when dropped: a write's parts leave
+/// the queue depth however the write ends (answered, or its client gone
+/// and the request future dropped).
+struct Settle<'a>(&'a std::sync::atomic::AtomicUsize, usize);
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
 }
 
 /// Node URL, database, retention policy.
@@ -196,6 +210,7 @@ impl ClusterSink {
             slots: Arc::default(),
             replaying: Arc::default(),
             batchers: Arc::default(),
+            queued: Arc::default(),
         };
         sink.set_placement(placement)?;
         Ok(sink)
@@ -260,6 +275,12 @@ impl ClusterSink {
     /// The HTTP client for the nodes.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Node parts of writes on their way (queued in a batcher or being
+    /// sent), over every node: the cluster sink's queue depth.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Forgets which databases exist where, after a statement that may
@@ -434,6 +455,9 @@ impl ClusterSink {
             .collect();
         let mut outcome = vec![None; topology.nodes.len()];
         let mut first_error = None;
+        let parts = pending.len();
+        self.queued.fetch_add(parts, Ordering::Relaxed);
+        let _done = Settle(&self.queued, parts);
         for (index, slot, stored) in pending {
             match stored.await {
                 Ok(Ok(stored)) => outcome[index] = Some(stored),

@@ -138,6 +138,12 @@ impl RawSink {
         &self.spool
     }
 
+    /// Records handed to the producer and not yet acknowledged (its queue
+    /// depth; the spool is counted apart).
+    pub fn queued(&self) -> usize {
+        usize::try_from(self.current().in_flight_count()).unwrap_or(0)
+    }
+
     /// Swaps in a new producer after a failed delivery. An idempotent
     /// producer whose records timed out carries sequence numbers and a
     /// bumped epoch the broker never saw; a new one starts clean (a new
