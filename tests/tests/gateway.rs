@@ -476,6 +476,14 @@ async fn the_gateway_is_indistinguishable_from_a_plain_node() {
         ("&precision=s", "prec,host=s v=1 1700000000\n"),
         ("&precision=ms", "prec,host=ms v=2 1700000000123\n"),
         ("&precision=u", "prec,host=u v=3 1700000000123456\n"),
+        ("&precision=n", "prec,host=n v=4 1700000000123456789\n"),
+        ("&precision=ns", "prec,host=ns v=5 1700000000123456780\n"),
+        ("&precision=m", "prec,host=m v=6 28333333\n"),
+        ("&precision=h", "prec,host=h v=7 472222\n"),
+        // 1.x reads any other precision as nanoseconds.
+        ("&precision=x", "prec,host=x v=8 1700000000123456700\n"),
+        // The same point twice: the last one stays.
+        ("", "twice,host=a v=1 10\ntwice,host=a v=2 10\n"),
         ("", "cpu time=1 9\n"),
         ("", ""),
     ];
