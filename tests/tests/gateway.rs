@@ -890,4 +890,9 @@ async fn a_sink_left_out_of_required_does_not_fail_writes() {
         metrics.contains("trident_gateway_sink_failures_total{sink=\"kafka\"}"),
         "{metrics}"
     );
+    // The lines of the 503'd writes are not counted as accepted.
+    assert!(
+        metrics.contains("trident_gateway_lines_total{outcome=\"unavailable\"}"),
+        "{metrics}"
+    );
 }

@@ -322,8 +322,12 @@ async fn write(
         .filter_map(|r| r.as_ref().ok())
         .copied()
         .collect();
-    metrics::counter!("trident_gateway_lines_total", "outcome" => "accepted")
-        .increment(lines.len() as u64);
+    // Lines by what became of them: stored (or spooled), or turned away
+    // with the whole write (503, or a node's refusal).
+    let count_lines = |outcome: &'static str| {
+        metrics::counter!("trident_gateway_lines_total", "outcome" => outcome)
+            .increment(lines.len() as u64);
+    };
     for error in results.iter().filter_map(|r| r.as_ref().err()) {
         metrics::counter!("trident_gateway_rejected_lines_total", "reason" => error.kind.code())
             .increment(1);
@@ -369,12 +373,19 @@ async fn write(
             other => other,
         };
         if let Err(e) = raw {
+            count_lines("unavailable");
             metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
             tracing::warn!(error = %e, "write not appended to the raw topic; answered 503");
             return unavailable(&e.to_string());
         }
         if let Err(e) = cluster {
             metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
+            count_lines(match e {
+                SinkError::Node(NodeError::DatabaseNotFound(_) | NodeError::Refused(_)) => {
+                    "refused"
+                }
+                _ => "unavailable",
+            });
             return match e {
                 SinkError::Node(NodeError::DatabaseNotFound(_)) => {
                     error_body(StatusCode::NOT_FOUND, &e.to_string())
@@ -395,6 +406,7 @@ async fn write(
         }
     }
 
+    count_lines("accepted");
     metrics::counter!("trident_gateway_requests_total", "outcome" => "ok").increment(1);
     match outcome.error {
         None => StatusCode::NO_CONTENT.into_response(),
