@@ -28,7 +28,11 @@ impl Drop for Gateway {
 /// Starts a gateway in this process on a free port, configured by the
 /// stack's environment plus `extra`.
 async fn start(env: &StackEnv, extra: &[(&str, &str)]) -> Gateway {
-    let config = env.config(extra);
+    start_with(env.config(extra)).await
+}
+
+/// Starts a gateway in this process on a free port with `config`.
+async fn start_with(config: Config) -> Gateway {
     config.validate(Service::Gateway).expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -894,5 +898,101 @@ async fn a_sink_left_out_of_required_does_not_fail_writes() {
     assert!(
         metrics.contains("trident_gateway_lines_total{outcome=\"unavailable\"}"),
         "{metrics}"
+    );
+}
+
+/// Strategy rules: the lines of a measurement placed by
+/// `measurement+tags(app)` land together, on the nodes the ring gives
+/// that key; another measurement of the same write by the default
+/// `series`, spread over the nodes.
+#[tokio::test]
+async fn strategy_rules_place_lines_by_their_measurement() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let mut config = env.config(&[("TRIDENT_INFLUX_REPLICATION", "2")]);
+    config.influx.rules = vec![trident_cluster::StrategyRule {
+        database: None,
+        measurement: Some("http_requests".into()),
+        strategy: "measurement+tags(app)".into(),
+    }];
+    let gw = start_with(config).await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let mut lines = Vec::new();
+    for i in 0..60 {
+        lines.push(format!(
+            "http_requests,app=a{},host=h{i} latency={i}i {}",
+            i % 3,
+            1_700_000_000_000_000_000i64 + i
+        ));
+        lines.push(format!(
+            "cpu,host=h{i} usage={i}.5 {}",
+            1_700_000_000_000_000_000i64 + i
+        ));
+    }
+    write_ok(
+        &format!("{}/write?db={}", gw.url, db.name),
+        lines.join("\n"),
+    )
+    .await;
+
+    // Which hosts of each measurement each node holds.
+    let mut held: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for node in &env.influx_urls {
+        for measurement in ["http_requests", "cpu"] {
+            let json = influx_query(
+                node,
+                &format!("SELECT * FROM {measurement}"),
+                Some(&db.name),
+            )
+            .await
+            .expect("query");
+            let columns = json["results"][0]["series"][0]["columns"].clone();
+            let host = columns
+                .as_array()
+                .and_then(|c| c.iter().position(|v| v == "host"));
+            let hosts = json["results"][0]["series"][0]["values"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(|r| r[host?].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            held.insert(
+                (
+                    node.trim_end_matches('/').to_owned(),
+                    measurement.to_owned(),
+                ),
+                hosts,
+            );
+        }
+    }
+    let mut app_owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut cpu_owner_sets = BTreeSet::new();
+    for line in &lines {
+        let parsed = trident_line_protocol::parse_lines(line.as_bytes())
+            .next()
+            .expect("a line")
+            .expect("valid");
+        let measurement = parsed.measurement().as_str().into_owned();
+        let host = parsed.tag("host").expect("host").as_str().into_owned();
+        let want = owners(&gw.config, &db.name, line);
+        assert_eq!(want.len(), 2);
+        for node in &env.influx_urls {
+            let node = node.trim_end_matches('/').to_owned();
+            let has = held[&(node.clone(), measurement.clone())].contains(&host);
+            assert_eq!(has, want.contains(&node), "{line} on {node}");
+        }
+        if measurement == "http_requests" {
+            let app = parsed.tag("app").expect("app").as_str().into_owned();
+            let seen = app_owners.entry(app).or_insert_with(|| want.clone());
+            assert_eq!(seen, &want, "one app, one pair of nodes: {line}");
+        } else {
+            cpu_owner_sets.insert(want);
+        }
+    }
+    assert_eq!(app_owners.len(), 3);
+    assert!(
+        cpu_owner_sets.len() > 1,
+        "series placement spreads the cpu lines: {cpu_owner_sets:?}"
     );
 }
