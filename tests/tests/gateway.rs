@@ -996,3 +996,75 @@ async fn strategy_rules_place_lines_by_their_measurement() {
         "series placement spreads the cpu lines: {cpu_owner_sets:?}"
     );
 }
+
+/// Consistency levels with replication 2 and one owner down: `one` is met
+/// by the live replica, `quorum` (2 of 2) and `all` are not (503, the
+/// copy for the dead node still spooled), `any` takes the spool.
+#[tokio::test]
+async fn consistency_levels_count_stored_replicas() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let dead = "http://127.0.0.1:9";
+    let urls = format!("{},{dead}", env.influx_urls.join(","));
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_URLS", &urls),
+            ("TRIDENT_INFLUX_REPLICATION", "2"),
+            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
+        ],
+    )
+    .await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let write = format!("{}/write?db={}", gw.url, db.name);
+    let on_dead: Vec<String> = (0..200)
+        .map(|i| format!("mem,host=h{i} used={i}i {}", i + 1))
+        .filter(|l| owners(&gw.config, &db.name, l).contains(dead))
+        .collect();
+    assert!(!on_dead.is_empty());
+    let body = on_dead.join("\n");
+    for (level, want) in [("one", 204), ("quorum", 503), ("all", 503), ("any", 204)] {
+        let (status, text, _) = post(&format!("{write}&consistency={level}"), body.clone()).await;
+        assert_eq!(status, want, "consistency={level}: {text}");
+    }
+    // Every write stored its live replica (the 503s too: they say the
+    // dead node's copies are queued, not that nothing was stored).
+    let stored = count_on_nodes(&env, &db.name, "SELECT count(used) FROM mem").await;
+    assert_eq!(stored as usize, on_dead.len(), "one live copy of each line");
+}
+
+/// A dead node's spool that is full turns its writes into 503 with
+/// `Retry-After`; writes the live nodes own alone are still taken.
+#[tokio::test]
+async fn a_full_node_spool_is_a_503() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let dead = "http://127.0.0.1:9";
+    let urls = format!("{},{dead}", env.influx_urls.join(","));
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_URLS", &urls),
+            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
+            ("TRIDENT_GATEWAY_SPOOL_MAX_BYTES", "1048576"),
+        ],
+    )
+    .await;
+    let db = InfluxDb::create(&env).await.expect("database");
+    let write = format!("{}/write?db={}", gw.url, db.name);
+    let (on_dead, on_live): (Vec<String>, Vec<String>) = (0..8_000)
+        .map(|i| format!("big,host=h{i} pad=\"{}\" {}", "y".repeat(1_000), i + 1))
+        .partition(|l| owners(&gw.config, &db.name, l).contains(dead));
+    // ~2 000 lines of ~1 KB for the dead node: 2 MB in 8 writes, twice
+    // what its spool holds.
+    let mut statuses = Vec::new();
+    for chunk in on_dead.chunks(on_dead.len() / 8 + 1) {
+        let (status, text, headers) = post(&write, chunk.join("\n")).await;
+        if status == 503 {
+            assert!(headers.contains_key("retry-after"), "{text}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses.first(), Some(&204), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    let (status, text, _) = post(&write, on_live[..100].join("\n")).await;
+    assert_eq!(status, 204, "the live nodes' lines: {text}");
+}
