@@ -178,5 +178,34 @@ async fn auth_answers_are_those_of_an_auth_enabled_node() {
     assert_eq!(token.0, 204, "{token:?}");
     let token = ask(&gateway, &on_db, Some("Token w:bad"), "m v=1 7").await;
     assert_eq!((token.0, token.2), (401, true), "{token:?}");
+
+    // The v2 API takes the same users through `Authorization: Token
+    // user:password` (1.8's compatibility form), answering in 2.x's shape.
+    let v2 = |authorization: Option<&'static str>, body: &'static str| {
+        let mut request = trident_e2e::http()
+            .post(format!("{gateway}/api/v2/write?org=any&bucket={db}"))
+            .body(body);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        async move {
+            let resp = request.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        }
+    };
+    let (status, text) = v2(Some("Token w:wp"), "m v=1 8").await;
+    assert_eq!(status, 204, "{text}");
+    for (authorization, what) in [
+        (Some("Token w:bad"), "a wrong password"),
+        (None, "no credentials"),
+    ] {
+        let (status, text) = v2(authorization, "m v=1 9").await;
+        assert_eq!(status, 401, "{what}: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(json["code"], "unauthorized", "{what}: {text}");
+    }
+    let (status, text) = v2(Some("Token r:rp"), "m v=1 10").await;
+    assert_eq!(status, 403, "a user without the write grant: {text}");
     shutdown.trigger();
 }
