@@ -133,6 +133,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let auth = http::auth::Auth::from_config(&gw.auth).map_err(Error::Auth)?;
     let state = http::AppState {
         inflight: std::sync::Arc::new(tokio::sync::Semaphore::new(gw.max_inflight_writes)),
+        inflight_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(gw.max_inflight_bytes)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
         auth,
         cluster,
         raw,

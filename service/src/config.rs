@@ -300,6 +300,11 @@ pub struct GatewayConfig {
     /// Writes handled at once; one more is answered 503 with
     /// `Retry-After` (overload: memory stays bounded, clients back off).
     pub max_inflight_writes: usize,
+    /// Bytes of request bodies held at once, as received plus inflated; a
+    /// write that does not fit is answered 503 with `Retry-After`. Node
+    /// bodies and records add about twice the inflated size on top. At
+    /// least twice `max_body_bytes`, so that the largest write fits.
+    pub max_inflight_bytes: u64,
     /// The sinks a 2xx vouches for: `influx`, `kafka` (both by default).
     /// A write waits for every sink either way; a sink left out that
     /// cannot take it (its spool full) is logged and counted
@@ -376,6 +381,7 @@ impl Default for GatewayConfig {
             alerts: AlertPoints::Matching,
             alert_queue_records: 100_000,
             max_inflight_writes: 256,
+            max_inflight_bytes: 1 << 30,
             required: vec!["influx".into(), "kafka".into()],
             auth: AuthConfig::default(),
         }
@@ -802,6 +808,16 @@ impl Config {
             }
         }
         if service == Service::Gateway {
+            let gw = &self.gateway;
+            if gw.max_inflight_bytes < 2 * gw.max_body_bytes as u64 {
+                return Err(invalid(
+                    "gateway.max_inflight_bytes",
+                    &format!(
+                        "is {}: it must be at least twice gateway.max_body_bytes ({}), or the largest write could never be taken",
+                        gw.max_inflight_bytes, gw.max_body_bytes
+                    ),
+                ));
+            }
             let required = &self.gateway.required;
             if let Some(unknown) = required
                 .iter()
@@ -1213,6 +1229,14 @@ mod tests {
         config
             .validate(Service::Gateway)
             .expect("kafka alone may be required");
+
+        config.gateway.max_inflight_bytes = config.gateway.max_body_bytes as u64;
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("gateway.max_inflight_bytes"), "{err}");
+        config.gateway.max_inflight_bytes = 2 * config.gateway.max_body_bytes as u64;
+        config
+            .validate(Service::Gateway)
+            .expect("twice the body limit");
 
         let err = config.validate(Service::Writer).unwrap_err().to_string();
         assert!(err.contains("clickhouse.url"), "{err}");

@@ -1068,3 +1068,58 @@ async fn a_full_node_spool_is_a_503() {
     let (status, text, _) = post(&write, on_live[..100].join("\n")).await;
     assert_eq!(status, 204, "the live nodes' lines: {text}");
 }
+
+/// Overload in bytes: with room for two bodies' worth of bytes, a large
+/// write waiting on a node that never answers makes the next large one a
+/// 503 with `Retry-After`, while a small one still fits; once the first
+/// is done (spooled after the timeout), large writes are taken again.
+#[tokio::test]
+async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hole_url = format!("http://{}", hole.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_URLS", &hole_url),
+            ("TRIDENT_INFLUX_TIMEOUT", "6s"),
+            ("TRIDENT_GATEWAY_MAX_BODY_BYTES", "1000000"),
+            ("TRIDENT_GATEWAY_MAX_INFLIGHT_BYTES", "2000000"),
+        ],
+    )
+    .await;
+    let write = format!("{}/write?db=overload", gw.url);
+    // ~600 KB: received and its copy hold ~1.2 MB of the 2 MB.
+    let large = |n: usize| -> String {
+        (0..6_000)
+            .map(|i| format!("big,w=w{n} i={i}i,pad=\"{}\" {}", "z".repeat(70), i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let slow = tokio::spawn({
+        let (write, body) = (write.clone(), large(1));
+        async move { post(&write, body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, text, headers) = post(&write, large(2)).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(text.contains("max_inflight_bytes"), "{text}");
+    let small = tokio::spawn({
+        let write = write.clone();
+        async move { post(&write, "cpu v=1 1").await }
+    });
+    let (status, text, _) = slow.await.expect("slow write");
+    assert_eq!(status, 204, "spooled once the node timed out: {text}");
+    let (status, text, _) = small.await.expect("small write");
+    assert_eq!(status, 204, "a small write fits beside a large one: {text}");
+    write_ok(&write, large(3)).await;
+}

@@ -46,6 +46,9 @@ pub struct AppState {
     pub auth: Option<auth::Auth>,
     /// Permits for writes in progress (`gateway.max_inflight_writes`).
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// One permit per byte of request bodies held
+    /// (`gateway.max_inflight_bytes`).
+    pub inflight_bytes: Arc<tokio::sync::Semaphore>,
     /// Whether a 2xx vouches for the InfluxDB cluster (`gateway.required`).
     pub influx_required: bool,
     /// Whether a 2xx vouches for the raw topic.
@@ -298,6 +301,14 @@ async fn write(
     let body = match decode_body(&raw, gzip, state.max_body_bytes) {
         Ok(body) => body,
         Err(e) => return request_error(&e),
+    };
+    // Overload in bytes: many large writes at once must not exhaust memory.
+    let held = u32::try_from(raw.len() + body.len()).unwrap_or(u32::MAX);
+    let Ok(_bytes) = state.inflight_bytes.clone().try_acquire_many_owned(held) else {
+        metrics::counter!("trident_gateway_requests_total", "outcome" => "overloaded").increment(1);
+        return unavailable(
+            "the gateway is overloaded: too many bytes of writes in progress (gateway.max_inflight_bytes); retry later",
+        );
     };
     let options = ParseOptions {
         precision: target.precision,
