@@ -69,6 +69,9 @@ pub enum Error {
 /// Serves the gateway on `listener` until `shutdown` fires, then finishes
 /// the requests in flight.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    // The recorder first: what the sinks record while starting (a spool's
+    // size read back after a restart) would otherwise go nowhere.
+    let metrics = trident_service::telemetry::metrics()?;
     let health = Health::new("trident-gateway", env!("CARGO_PKG_VERSION"));
     let (topology, tracker) = trident_service::topology::tracked(&config, &health).await?;
     let placement = topology.validate()?;
@@ -146,10 +149,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         kafka_required: gw.required.iter().any(|s| s == "kafka"),
         max_body_bytes: config.gateway.max_body_bytes,
     };
-    let app = http::router(state).merge(trident_service::admin::router(
-        health,
-        trident_service::telemetry::metrics()?,
-    ));
+    let app = http::router(state).merge(trident_service::admin::router(health, metrics));
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     trident_service::admin::serve(listener, app, shutdown.triggered()).await?;
     // A dead alert broker must not hold a restart for long.

@@ -1,7 +1,8 @@
 //! The broker killed under continuous load, on a stack of this test's own:
 //! writes answer 204 while the Kafka spool has room, then 503 with
-//! `Retry-After` once it is full — never a silent loss — and when the
-//! broker is back every acknowledged line reaches the raw topic.
+//! `Retry-After` once it is full — never a silent loss —, the gateway
+//! killed with `kill -9` meanwhile keeps its spool, and when the broker is
+//! back every acknowledged line reaches the raw topic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -77,6 +78,34 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
     assert_eq!(
         answer.headers.get("retry-after").map(|v| v.as_bytes()),
         Some(&b"1"[..])
+    );
+
+    // The gateway is killed with acknowledged lines only in its full
+    // spool, and restarted: the spool is read back whole.
+    let entries = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("trident_gateway_spool_entries{spool=\"kafka:raw\"} ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let before_kill = entries(&trident_e2e::get_text(&format!("{url}/metrics")).await);
+    gateway.kill();
+    let mut gateway =
+        ServiceProcess::start("trident-gateway", &vars, work.join("gateway.log")).expect("restart");
+    if let Err(e) = gateway
+        .wait_ready(&format!("{url}/ping"), Duration::from_secs(20))
+        .await
+    {
+        panic!("the gateway did not come back: {e}");
+    }
+    let metrics = trident_e2e::get_text(&format!("{url}/metrics")).await;
+    let after_restart = entries(&metrics);
+    assert!(
+        before_kill > 0.0 && after_restart >= before_kill,
+        "the Kafka spool survived kill -9: {before_kill} entries before, {after_restart} after\n{metrics}"
     );
 
     // The broker returns: the spool drains, writes are acknowledged again.
