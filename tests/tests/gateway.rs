@@ -89,6 +89,36 @@ async fn write_ok(url: &str, body: impl Into<reqwest::Body>) {
     assert_eq!(status, 204, "{text}");
 }
 
+/// A node where nothing listens: every request to it fails at once.
+const DEAD: &str = "http://127.0.0.1:9";
+
+/// A gateway over the stack's nodes and a fourth, [`DEAD`], with a short
+/// node timeout, configured further by `extra`.
+async fn start_with_dead_node(env: &StackEnv, extra: &[(&str, &str)]) -> Gateway {
+    let urls = format!("{},{DEAD}", env.influx_urls.join(","));
+    let mut vars = vec![
+        ("TRIDENT_INFLUX_URLS", urls.as_str()),
+        ("TRIDENT_INFLUX_TIMEOUT", "2s"),
+    ];
+    vars.extend_from_slice(extra);
+    start(env, &vars).await
+}
+
+/// The URL of a node that accepts connections and never answers.
+async fn hole_node() -> String {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", hole.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
 #[tokio::test]
 async fn every_point_is_on_exactly_the_nodes_the_ring_chooses() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
@@ -268,17 +298,8 @@ async fn health(url: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_down_owner_is_spooled_and_stronger_consistency_is_a_503() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    // A fourth node where nothing listens.
-    let dead = "http://127.0.0.1:9";
-    let urls = format!("{},{dead}", env.influx_urls.join(","));
-    let gw = start(
-        &env,
-        &[
-            ("TRIDENT_INFLUX_URLS", &urls),
-            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
-        ],
-    )
-    .await;
+    let gw = start_with_dead_node(&env, &[]).await;
+    let dead = DEAD;
     let db = InfluxDb::create(&env).await.expect("database");
     let write = format!("{}/write?db={}", gw.url, db.name);
 
@@ -564,17 +585,7 @@ async fn the_gateway_is_indistinguishable_from_a_plain_node() {
 #[tokio::test]
 async fn writes_beyond_the_inflight_limit_are_told_to_retry() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    // A node that accepts connections and never answers.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hole_url = format!("http://{}", hole.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let hole_url = hole_node().await;
     let gw = start(
         &env,
         &[
@@ -1003,17 +1014,8 @@ async fn strategy_rules_place_lines_by_their_measurement() {
 #[tokio::test]
 async fn consistency_levels_count_stored_replicas() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    let dead = "http://127.0.0.1:9";
-    let urls = format!("{},{dead}", env.influx_urls.join(","));
-    let gw = start(
-        &env,
-        &[
-            ("TRIDENT_INFLUX_URLS", &urls),
-            ("TRIDENT_INFLUX_REPLICATION", "2"),
-            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
-        ],
-    )
-    .await;
+    let gw = start_with_dead_node(&env, &[("TRIDENT_INFLUX_REPLICATION", "2")]).await;
+    let dead = DEAD;
     let db = InfluxDb::create(&env).await.expect("database");
     let write = format!("{}/write?db={}", gw.url, db.name);
     let on_dead: Vec<String> = (0..200)
@@ -1037,17 +1039,8 @@ async fn consistency_levels_count_stored_replicas() {
 #[tokio::test]
 async fn a_full_node_spool_is_a_503() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    let dead = "http://127.0.0.1:9";
-    let urls = format!("{},{dead}", env.influx_urls.join(","));
-    let gw = start(
-        &env,
-        &[
-            ("TRIDENT_INFLUX_URLS", &urls),
-            ("TRIDENT_INFLUX_TIMEOUT", "2s"),
-            ("TRIDENT_GATEWAY_SPOOL_MAX_BYTES", "1048576"),
-        ],
-    )
-    .await;
+    let gw = start_with_dead_node(&env, &[("TRIDENT_GATEWAY_SPOOL_MAX_BYTES", "1048576")]).await;
+    let dead = DEAD;
     let db = InfluxDb::create(&env).await.expect("database");
     let write = format!("{}/write?db={}", gw.url, db.name);
     let (on_dead, on_live): (Vec<String>, Vec<String>) = (0..8_000)
@@ -1076,16 +1069,7 @@ async fn a_full_node_spool_is_a_503() {
 #[tokio::test]
 async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hole_url = format!("http://{}", hole.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let hole_url = hole_node().await;
     let gw = start(
         &env,
         &[
