@@ -737,6 +737,10 @@ impl ClusterSink {
             tokio::spawn(async move {
                 let mut backoff = Backoff::new(Duration::from_secs(30));
                 while let Err(e) = sink.known.ensure(&sink.client, &url, &db, true).await {
+                    // A node that left the topology is no longer waited for.
+                    if !sink.view().nodes.iter().any(|n| n.url == url) {
+                        return;
+                    }
                     let wait = backoff.next_wait();
                     tracing::debug!(node = %url, db, error = %e, ?wait, "cannot create the database yet");
                     tokio::time::sleep(wait).await;
