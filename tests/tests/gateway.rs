@@ -1062,10 +1062,10 @@ async fn a_full_node_spool_is_a_503() {
     assert_eq!(status, 204, "the live nodes' lines: {text}");
 }
 
-/// Overload in bytes: with room for two bodies' worth of bytes, a large
-/// write waiting on a node that never answers makes the next large one a
-/// 503 with `Retry-After`, while a small one still fits; once the first
-/// is done (spooled after the timeout), large writes are taken again.
+/// Overload in bytes: with room for two largest bodies, two large writes
+/// waiting on a node that never answers make a third large one a 503 with
+/// `Retry-After`, while a small one still fits; once they are done
+/// (spooled after the timeout), large writes are taken again.
 #[tokio::test]
 async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
@@ -1081,19 +1081,21 @@ async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
     )
     .await;
     let write = format!("{}/write?db=overload", gw.url);
-    // ~600 KB: received and its copy hold ~1.2 MB of the 2 MB.
+    // ~700 KB each, uncompressed (held once): two hold 1.4 of the 2 MB.
     let large = |n: usize| -> String {
-        (0..6_000)
+        (0..7_000)
             .map(|i| format!("big,w=w{n} i={i}i,pad=\"{}\" {}", "z".repeat(70), i + 1))
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let slow = tokio::spawn({
-        let (write, body) = (write.clone(), large(1));
-        async move { post(&write, body).await }
-    });
+    let slow: Vec<_> = (1..=2)
+        .map(|n| {
+            let (write, body) = (write.clone(), large(n));
+            tokio::spawn(async move { post(&write, body).await })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, text, headers) = post(&write, large(2)).await;
+    let (status, text, headers) = post(&write, large(3)).await;
     assert_eq!(status, 503, "{text}");
     assert!(headers.contains_key("retry-after"));
     assert!(text.contains("max_inflight_bytes"), "{text}");
@@ -1101,9 +1103,11 @@ async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
         let write = write.clone();
         async move { post(&write, "cpu v=1 1").await }
     });
-    let (status, text, _) = slow.await.expect("slow write");
-    assert_eq!(status, 204, "spooled once the node timed out: {text}");
+    for slow in slow {
+        let (status, text, _) = slow.await.expect("slow write");
+        assert_eq!(status, 204, "spooled once the node timed out: {text}");
+    }
     let (status, text, _) = small.await.expect("small write");
-    assert_eq!(status, 204, "a small write fits beside a large one: {text}");
-    write_ok(&write, large(3)).await;
+    assert_eq!(status, 204, "a small write fits beside large ones: {text}");
+    write_ok(&write, large(4)).await;
 }

@@ -303,7 +303,9 @@ async fn write(
         Err(e) => return request_error(&e),
     };
     // Overload in bytes: many large writes at once must not exhaust memory.
-    let held = u32::try_from(raw.len() + body.len()).unwrap_or(u32::MAX);
+    // An uncompressed body is held once (decoding does not copy it).
+    let inflated = if gzip { body.len() } else { 0 };
+    let held = u32::try_from(raw.len() + inflated).unwrap_or(u32::MAX);
     let Ok(_bytes) = state.inflight_bytes.clone().try_acquire_many_owned(held) else {
         metrics::counter!("trident_gateway_requests_total", "outcome" => "overloaded").increment(1);
         return unavailable(

@@ -222,12 +222,17 @@ pub fn credentials(
 /// The body's line protocol: inflated when `gzip`, and never more than
 /// `limit` bytes either way. A gzip bomb stops at `limit + 1` inflated
 /// bytes, so memory stays bounded whatever the compression ratio.
-pub fn decode_body(raw: &[u8], gzip: bool, limit: usize) -> Result<Vec<u8>, RequestError> {
+/// A body that is not compressed is handed back as it is, not copied.
+pub fn decode_body(
+    raw: &[u8],
+    gzip: bool,
+    limit: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, RequestError> {
     if !gzip {
         if raw.len() > limit {
             return Err(RequestError::BodyTooLarge { limit });
         }
-        return Ok(raw.to_vec());
+        return Ok(std::borrow::Cow::Borrowed(raw));
     }
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
     flate2::read::MultiGzDecoder::new(raw)
@@ -237,7 +242,7 @@ pub fn decode_body(raw: &[u8], gzip: bool, limit: usize) -> Result<Vec<u8>, Requ
     if out.len() > limit {
         return Err(RequestError::BodyTooLarge { limit });
     }
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// Go's gzip reader says `unexpected EOF` for truncated or foreign input;
@@ -360,8 +365,8 @@ mod tests {
     #[test]
     fn bodies_are_inflated_within_the_limit() {
         let body = b"cpu v=1\ncpu v=2\n";
-        assert_eq!(decode_body(body, false, 100).unwrap(), body);
-        assert_eq!(decode_body(&gzip(body), true, 100).unwrap(), body);
+        assert_eq!(decode_body(body, false, 100).unwrap().as_ref(), body);
+        assert_eq!(decode_body(&gzip(body), true, 100).unwrap().as_ref(), body);
         assert_eq!(
             decode_body(body, false, 10),
             Err(RequestError::BodyTooLarge { limit: 10 })
