@@ -87,6 +87,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             node_requests: config.influx.node_requests,
             batch_linger: config.influx.batch_linger,
             batch_max_bytes: config.influx.batch_max_bytes,
+            batch_max_lines: config.influx.batch_max_lines,
         },
     )?;
     health.set("sink:influx", Status::Up, "");

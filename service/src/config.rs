@@ -148,6 +148,9 @@ pub struct InfluxConfig {
     pub batch_linger: Duration,
     /// Bytes of line protocol at most in one request to a node.
     pub batch_max_bytes: usize,
+    /// Lines at most in one request to a node (InfluxDB suggests batches
+    /// of 5 000–10 000). A single write larger than this still goes whole.
+    pub batch_max_lines: usize,
 }
 
 impl Default for InfluxConfig {
@@ -165,6 +168,7 @@ impl Default for InfluxConfig {
             node_requests: 4,
             batch_linger: Duration::from_millis(2),
             batch_max_bytes: 4 << 20,
+            batch_max_lines: 10_000,
         }
     }
 }
@@ -738,6 +742,9 @@ impl Config {
         }
         if self.influx.batch_max_bytes == 0 {
             return Err(invalid("influx.batch_max_bytes", "must be at least 1"));
+        }
+        if self.influx.batch_max_lines == 0 {
+            return Err(invalid("influx.batch_max_lines", "must be at least 1"));
         }
         if self.influx.topology_poll.is_zero() {
             return Err(invalid("influx.topology_poll", "must be longer than 0s"));

@@ -150,6 +150,8 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Part {
     body: Bytes,
+    /// Lines in `body`.
+    lines: usize,
     done: oneshot::Sender<Result<Stored, SinkError>>,
 }
 
@@ -172,6 +174,8 @@ pub struct ClusterOptions {
     pub batch_linger: Duration,
     /// Bytes at most in one request to a node.
     pub batch_max_bytes: usize,
+    /// Lines at most in one request to a node.
+    pub batch_max_lines: usize,
 }
 
 /// The spool file of the node at `url` in `dir`: named by the URL, so that
@@ -431,9 +435,11 @@ impl ClusterSink {
             .map(|i| view.placement.write_owners(routed.hash(i)))
             .collect();
         let mut sizes = vec![0usize; topology.nodes.len()];
+        let mut lines = vec![0usize; topology.nodes.len()];
         for (i, owners) in owners.iter().enumerate() {
             for &node in owners.as_slice() {
                 sizes[usize::from(node)] += routed.size(i);
+                lines[usize::from(node)] += 1;
             }
         }
         let mut bodies: Vec<Vec<u8>> = sizes.into_iter().map(Vec::with_capacity).collect();
@@ -450,7 +456,11 @@ impl ClusterSink {
             .filter(|(_, body)| !body.is_empty())
             .map(|(index, body)| {
                 let slot = &view.nodes[index];
-                (index, slot, self.submit(slot, target, Bytes::from(body)))
+                (
+                    index,
+                    slot,
+                    self.submit(slot, target, Bytes::from(body), lines[index]),
+                )
             })
             .collect();
         let mut outcome = vec![None; topology.nodes.len()];
@@ -522,10 +532,11 @@ impl ClusterSink {
         slot: &NodeSlot,
         target: &WriteTarget,
         body: Bytes,
+        lines: usize,
     ) -> oneshot::Receiver<Result<Stored, SinkError>> {
         let key = (slot.url.clone(), target.db.clone(), target.rp.clone());
         let (done, outcome) = oneshot::channel();
-        let mut part = Part { body, done };
+        let mut part = Part { body, lines, done };
         // A batcher that just left (idle) is replaced by a new one.
         for _ in 0..3 {
             let sender = {
@@ -593,6 +604,7 @@ impl ClusterSink {
         let limits = GroupLimits {
             slots: self.options.node_requests,
             max_bytes: self.options.batch_max_bytes,
+            max_lines: self.options.batch_max_lines,
             linger: self.options.batch_linger,
             idle: Some(BATCHER_IDLE),
         };
@@ -601,7 +613,7 @@ impl ClusterSink {
             async move { sink.store_parts(&slot, &target, parts).await }
         };
         // `me` keeps the channel open, so this returns only when idle.
-        group_commit(&mut rx, limits, |p: &Part| p.body.len(), flush).await;
+        group_commit(&mut rx, limits, |p: &Part| (p.body.len(), p.lines), flush).await;
         self.forget_batcher(&key, &me);
         rx.close();
         let mut rest = Vec::new();

@@ -329,6 +329,7 @@ impl RawSink {
         let limits = GroupLimits {
             slots: PRODUCE_GROUPS,
             max_bytes: GROUP_BYTES,
+            max_lines: usize::MAX,
             linger: PRODUCE_LINGER,
             idle: None,
         };
@@ -336,7 +337,7 @@ impl RawSink {
             let sink = self.clone();
             async move { sink.produce_group(parts).await }
         };
-        group_commit(&mut rx, limits, SharedPart::bytes, flush).await;
+        group_commit(&mut rx, limits, |p| (p.bytes(), 0), flush).await;
     }
 
     /// Produces `parts`, those of one db and rp as one set of records

@@ -274,6 +274,8 @@ pub(crate) struct GroupLimits {
     pub slots: usize,
     /// A group stops taking parts at this many bytes.
     pub max_bytes: usize,
+    /// ... or at this many lines.
+    pub max_lines: usize,
     /// How long a group waits for more parts before it goes, while
     /// another group is in flight (zero: it takes only what is already
     /// queued). With nothing in flight a group goes at once.
@@ -290,10 +292,12 @@ pub(crate) struct GroupLimits {
 /// next one also waits up to [`GroupLimits::linger`] for more parts; an
 /// idle target gets a part at once. Returns when `rx` closes (after the
 /// groups in flight) or when it has been idle (see [`GroupLimits::idle`]).
+///
+/// `measure` gives a part's bytes and lines.
 pub(crate) async fn group_commit<P, Fut>(
     rx: &mut mpsc::UnboundedReceiver<P>,
     limits: GroupLimits,
-    size: impl Fn(&P) -> usize,
+    measure: impl Fn(&P) -> (usize, usize),
     flush: impl Fn(Vec<P>) -> Fut,
 ) where
     Fut: Future<Output = ()> + Send + 'static,
@@ -314,8 +318,10 @@ pub(crate) async fn group_commit<P, Fut>(
             },
         };
         let Some(first) = next else { break };
-        let mut bytes = size(&first);
+        let (mut bytes, mut lines) = measure(&first);
         let mut parts = vec![first];
+        let room =
+            |bytes: usize, lines: usize| bytes < limits.max_bytes && lines < limits.max_lines;
         while inflight.try_join_next().is_some() {}
         let linger = if inflight.is_empty() {
             Duration::ZERO
@@ -323,7 +329,7 @@ pub(crate) async fn group_commit<P, Fut>(
             limits.linger
         };
         let deadline = tokio::time::Instant::now() + linger;
-        while bytes < limits.max_bytes {
+        while room(bytes, lines) {
             let next = if linger.is_zero() {
                 rx.try_recv().ok()
             } else {
@@ -333,14 +339,16 @@ pub(crate) async fn group_commit<P, Fut>(
                     .flatten()
             };
             let Some(part) = next else { break };
-            bytes += size(&part);
+            let (b, l) = measure(&part);
+            (bytes, lines) = (bytes + b, lines + l);
             parts.push(part);
         }
         while inflight.len() >= limits.slots {
             tokio::select! {
                 _ = inflight.join_next() => {}
-                Some(part) = rx.recv(), if bytes < limits.max_bytes => {
-                    bytes += size(&part);
+                Some(part) = rx.recv(), if room(bytes, lines) => {
+                    let (b, l) = measure(&part);
+                    (bytes, lines) = (bytes + b, lines + l);
                     parts.push(part);
                 }
             }
@@ -367,6 +375,7 @@ mod group_tests {
         let limits = GroupLimits {
             slots: 2,
             max_bytes: 3,
+            max_lines: usize::MAX,
             linger: Duration::from_secs(30),
             idle: None,
         };
@@ -384,7 +393,7 @@ mod group_tests {
         };
         let started = std::time::Instant::now();
         let committer = tokio::spawn(async move {
-            group_commit(&mut rx, limits, |_| 1, flush).await;
+            group_commit(&mut rx, limits, |_| (1, 0), flush).await;
         });
         let groups_now = || groups.lock().unwrap().clone();
         tx.send(1).unwrap();
@@ -411,6 +420,53 @@ mod group_tests {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "no linger waited out"
+        );
+    }
+
+    /// A group stops at the line limit as at the byte limit: parts of two
+    /// lines each, three lines at most, go two by two while the single
+    /// slot is busy.
+    #[tokio::test]
+    async fn groups_stop_at_the_line_limit() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let release = Arc::new(Notify::new());
+        let limits = GroupLimits {
+            slots: 1,
+            max_bytes: usize::MAX,
+            max_lines: 3,
+            linger: Duration::ZERO,
+            idle: None,
+        };
+        let (seen, gate) = (groups.clone(), release.clone());
+        let flush = move |parts: Vec<u32>| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            async move {
+                let first = parts[0];
+                seen.lock().unwrap().push(parts);
+                if first == 1 {
+                    gate.notified().await;
+                }
+            }
+        };
+        let committer = tokio::spawn(async move {
+            group_commit(&mut rx, limits, |_| (10, 2), flush).await;
+        });
+        tx.send(1).unwrap();
+        while groups.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // While 1 holds the only slot, five more parts queue up.
+        for part in 2..=6 {
+            tx.send(part).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.notify_one();
+        drop(tx);
+        committer.await.unwrap();
+        assert_eq!(
+            *groups.lock().unwrap(),
+            vec![vec![1], vec![2, 3], vec![4, 5], vec![6]]
         );
     }
 }
