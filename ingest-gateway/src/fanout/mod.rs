@@ -364,13 +364,34 @@ mod group_tests {
     use std::sync::{Arc, Mutex};
     use tokio::sync::Notify;
 
+    /// The groups a flush saw, in order.
+    type Recorded = Arc<Mutex<Vec<Vec<u32>>>>;
+    type Flushing = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// The groups flushed so far, and a flush that records each group and
+    /// holds the one that starts with part 1 in flight until `release`.
+    fn gated_flush(release: Arc<Notify>) -> (Recorded, impl Fn(Vec<u32>) -> Flushing) {
+        let groups: Recorded = Arc::default();
+        let (seen, gate) = (groups.clone(), release);
+        let flush = move |parts: Vec<u32>| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            Box::pin(async move {
+                let first = parts[0];
+                seen.lock().unwrap().push(parts);
+                if first == 1 {
+                    gate.notified().await;
+                }
+            }) as Flushing
+        };
+        (groups, flush)
+    }
+
     /// A part's arrival is answered at once when nothing is in flight; a
     /// part arriving while a group is in flight lingers for company, even
     /// with a slot free.
     #[tokio::test]
     async fn an_idle_target_gets_a_part_at_once_a_busy_one_a_joined_group() {
         let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
-        let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
         let release = Arc::new(Notify::new());
         let limits = GroupLimits {
             slots: 2,
@@ -379,18 +400,8 @@ mod group_tests {
             linger: Duration::from_secs(30),
             idle: None,
         };
-        let (seen, gate) = (groups.clone(), release.clone());
-        let flush = move |parts: Vec<u32>| {
-            let (seen, gate) = (seen.clone(), gate.clone());
-            async move {
-                let first = parts[0];
-                seen.lock().unwrap().push(parts);
-                if first == 1 {
-                    // The first group stays in flight until released.
-                    gate.notified().await;
-                }
-            }
-        };
+        // The first group stays in flight until released.
+        let (groups, flush) = gated_flush(release.clone());
         let started = std::time::Instant::now();
         let committer = tokio::spawn(async move {
             group_commit(&mut rx, limits, |_| (1, 0), flush).await;
@@ -429,7 +440,6 @@ mod group_tests {
     #[tokio::test]
     async fn groups_stop_at_the_line_limit() {
         let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
-        let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
         let release = Arc::new(Notify::new());
         let limits = GroupLimits {
             slots: 1,
@@ -438,17 +448,7 @@ mod group_tests {
             linger: Duration::ZERO,
             idle: None,
         };
-        let (seen, gate) = (groups.clone(), release.clone());
-        let flush = move |parts: Vec<u32>| {
-            let (seen, gate) = (seen.clone(), gate.clone());
-            async move {
-                let first = parts[0];
-                seen.lock().unwrap().push(parts);
-                if first == 1 {
-                    gate.notified().await;
-                }
-            }
-        };
+        let (groups, flush) = gated_flush(release.clone());
         let committer = tokio::spawn(async move {
             group_commit(&mut rx, limits, |_| (10, 2), flush).await;
         });
