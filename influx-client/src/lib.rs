@@ -404,3 +404,44 @@ impl ClusterWriter {
         first_error.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(status: u16, message: &str) -> Error {
+        let status = reqwest::StatusCode::from_u16(status).expect("a status");
+        write_error(status, message.to_owned(), "db", |reason| {
+            Error::Unavailable {
+                node: "n".into(),
+                reason,
+            }
+        })
+    }
+
+    /// Only a 400 is final; a lost database can be made again; every
+    /// other refusal is the node's set-up, and what was spooled for it
+    /// must stay spooled.
+    #[test]
+    fn only_a_bad_request_is_a_final_refusal() {
+        assert_eq!(
+            mapped(400, "partial write: field type conflict"),
+            Error::Refused("partial write: field type conflict".into())
+        );
+        assert_eq!(
+            mapped(404, "database not found: \"db\""),
+            Error::DatabaseNotFound("db".into())
+        );
+        for (status, message) in [
+            (401, "authorization failed"),
+            (403, "forbidden"),
+            (404, "page not found"),
+            (413, "Request Entity Too Large"),
+        ] {
+            assert!(
+                matches!(mapped(status, message), Error::Unavailable { .. }),
+                "{status} {message}"
+            );
+        }
+    }
+}
