@@ -427,7 +427,6 @@ impl ClusterSink {
         target: &WriteTarget,
         routed: &Routed<'_>,
     ) -> Result<(), SinkError> {
-        self.create_everywhere(view, &target.db);
         let topology = view.placement.topology();
         // During a move: the owners on both sides. Each node's body is
         // sized once from its lines.
@@ -579,6 +578,10 @@ impl ClusterSink {
         slot: NodeSlot,
         target: &WriteTarget,
     ) -> mpsc::UnboundedSender<Part> {
+        // A new batcher is the first write to this database in a while
+        // (they leave when idle): the one moment, off the per-write path,
+        // to see that every node has it.
+        self.create_everywhere(&self.view(), &target.db);
         let (tx, rx) = mpsc::unbounded_channel();
         let me = tx.clone();
         tokio::spawn(self.clone().batch(key, me, slot, target.clone(), rx));
@@ -729,7 +732,7 @@ impl ClusterSink {
     }
 
     /// Creates `db` on every node of `view` in the background, the first
-    /// time this gateway sees it: a node that owns none of its lines yet
+    /// time a batcher for it starts (so not on every write): a node that owns none of its lines yet
     /// still answers queries on it (a fan-out query to a node without the
     /// database fails), and a node added later gets it with its first
     /// line. A node that is down is retried with backoff until it has it.
