@@ -166,3 +166,15 @@ impl SplitMix64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 * max
     }
 }
+
+/// The one line `input` holds, parsed with the default options; panics
+/// (naming the input) if it is not exactly one valid line.
+pub fn one(input: &str) -> crate::Line<'_> {
+    let mut lines = crate::parse_lines(input.as_bytes());
+    let line = lines
+        .next()
+        .expect("one line")
+        .unwrap_or_else(|e| panic!("{input:?}: {e}"));
+    assert!(lines.next().is_none(), "{input:?}: more than one line");
+    line
+}

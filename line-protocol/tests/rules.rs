@@ -3,19 +3,10 @@
 
 use std::borrow::Cow;
 
+use trident_line_protocol::test_helpers::one;
 use trident_line_protocol::{
     ErrorKind, FieldValue, KeyRole, Line, ParseError, ParseOptions, Precision, parse_lines,
 };
-
-fn one(input: &str) -> Line<'_> {
-    let mut lines = parse_lines(input.as_bytes());
-    let line = lines
-        .next()
-        .expect("one line")
-        .unwrap_or_else(|e| panic!("{input:?}: {e}"));
-    assert!(lines.next().is_none(), "{input:?}: more than one line");
-    line
-}
 
 fn err(input: &str) -> ParseError {
     err_with(input, ParseOptions::default())

@@ -3,17 +3,8 @@
 //! `k=v` pairs is parsed in n log n (it was n², minutes a line).
 
 use proptest::prelude::*;
-use trident_line_protocol::{FieldValue, Line, parse_lines};
-
-fn one(input: &str) -> Line<'_> {
-    let mut lines = parse_lines(input.as_bytes());
-    let line = lines
-        .next()
-        .expect("one line")
-        .unwrap_or_else(|e| panic!("{input:?}: {e}"));
-    assert!(lines.next().is_none(), "{input:?}: more than one line");
-    line
-}
+use trident_line_protocol::test_helpers::one;
+use trident_line_protocol::{FieldValue, Line};
 
 /// Key and integer value of every field, as the parser yields them.
 fn decoded(line: &Line<'_>) -> Vec<(String, i64)> {
