@@ -108,7 +108,7 @@ impl Selector {
     /// Whether `line` carries this selector's field and passes its tag
     /// conditions (the measurement is the caller's to check).
     pub fn matches_fields_and_tags(&self, line: &Line<'_>) -> bool {
-        line.fields().any(|(key, _)| key.eq_str(&self.field))
+        line.has_field(&self.field)
             && self.matchers.iter().all(|m| {
                 let value = line.tag(&m.tag);
                 m.matches(value.as_ref().map(|v| v.as_str()).as_deref())

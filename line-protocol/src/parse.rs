@@ -297,6 +297,23 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// Whether the line has a field `key`. Reads only the keys: no value
+    /// is decoded, which makes this much cheaper than searching
+    /// [`Line::fields`] on a line of many floats.
+    pub fn has_field(&self, key: &str) -> bool {
+        let mut fields = Fields {
+            text: self.fields,
+            pos: 0,
+            shadowed: Vec::new(),
+        };
+        while let Some((k, _)) = fields.next_raw() {
+            if k.eq_str(key) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// How many distinct field keys.
     pub fn field_count(&self) -> usize {
         self.field_count as usize
@@ -1538,6 +1555,21 @@ mod tests {
         for s in cases {
             assert_eq!(parse_u64(s.as_bytes()), s.parse::<u64>().ok(), "{s}");
         }
+    }
+
+    /// Only keys count: text inside a string value that looks like a field,
+    /// and tags, do not; escaped keys compare unescaped.
+    #[test]
+    fn has_field_reads_keys_not_values() {
+        let line = crate::test_helpers::one(
+            r#"cpu,usage_user=t usage\ idle=1,s="usage_user=2,x=3",usage_system=4i"#,
+        );
+        assert!(line.has_field("usage idle"));
+        assert!(line.has_field("s"));
+        assert!(line.has_field("usage_system"));
+        assert!(!line.has_field("usage_user"));
+        assert!(!line.has_field("x"));
+        assert!(!line.has_field("usage"));
     }
 
     /// The word-at-a-time scanners agree with a byte loop for every byte

@@ -57,6 +57,9 @@ proptest! {
         let want = model(&fields);
         prop_assert_eq!(line.field_count(), want.len());
         prop_assert_eq!(decoded(&line), want);
+        for key in KEYS {
+            prop_assert_eq!(line.has_field(key), fields.iter().any(|(k, _)| k == key), "{}", key);
+        }
     }
 }
 
