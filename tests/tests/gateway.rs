@@ -839,6 +839,25 @@ async fn a_database_is_made_on_every_node_and_again_where_it_was_lost() {
         json["results"][0]["series"][0]["values"][0][1], 1,
         "the line after the loss, on its owner {owner}: {json}"
     );
+
+    // Dropped through the gateway (on every node) while its batchers are
+    // busy: the next write makes it on every node again, not only on the
+    // owner of its line.
+    influx_query(&gw.url, &format!("DROP DATABASE \"{}\"", db.name), None)
+        .await
+        .expect("drop through the gateway");
+    write_ok(&write, "cpu,host=first v=3 1700000000000000002").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for node in &env.influx_urls {
+        while !has_database(node, &db.name).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} not made again on {node} after DROP DATABASE through the gateway (owner of the line: {owner})",
+                db.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// `gateway.required`: with the raw topic's spool full, writes are 503 by

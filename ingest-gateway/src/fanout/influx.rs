@@ -289,10 +289,18 @@ impl ClusterSink {
 
     /// Forgets which databases exist where, after a statement that may
     /// have dropped some ran on every node: the next write to a database
-    /// checks (or creates) it again, on every node.
+    /// checks (or creates) it again, on every node. The batchers are let go
+    /// too (each finishes what it holds and leaves when idle): databases are
+    /// made on every node when a batcher starts, so without this a node
+    /// that owns none of the next lines would lack the database until the
+    /// current batchers idled out.
     pub fn forget_databases(&self) {
         self.known.forget();
         self.announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.batchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
