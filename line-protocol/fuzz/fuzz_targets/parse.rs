@@ -1,6 +1,7 @@
 //! Any bytes, any options: the parser never panics, every accepted line can
-//! be read through every accessor, errors point inside the body, and every
-//! accepted line written canonically parses back to the same point.
+//! be read through every accessor (field and tag lookups agree with the
+//! iterators), errors point inside the body, and every accepted line
+//! written canonically parses back to the same point.
 //!
 //! cargo fuzz run parse -s none
 
@@ -81,6 +82,19 @@ fuzz_target!(|data: &[u8]| {
                 keys.sort();
                 keys.dedup();
                 assert_eq!(keys.len(), line.field_count(), "a key yielded twice");
+                // The alert rules' key search agrees with the fields, and
+                // tag lookups with the tags.
+                for key in &keys {
+                    assert!(line.has_field(key), "has_field({key:?})");
+                }
+                for (key, _) in line.tags() {
+                    let found = line.tag(&key.as_str()).map(|v| v.as_str().into_owned());
+                    let first = line
+                        .tags()
+                        .find(|(k, _)| k.as_str() == key.as_str())
+                        .map(|(_, v)| v.as_str().into_owned());
+                    assert_eq!(found, first, "tag({key})");
+                }
                 for s in &strategies {
                     let _ = line.shard_hash(s, &mut scratch);
                 }
