@@ -814,17 +814,12 @@ async fn a_database_is_made_on_every_node_and_again_where_it_was_lost() {
         .into_iter()
         .next()
         .expect("an owner");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    for node in &env.influx_urls {
-        while !has_database(node, &db.name).await {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} never made on {node} (owner of the line: {owner})",
-                db.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    on_every_node(
+        &env.influx_urls,
+        &db.name,
+        &format!("first write; owner {owner}"),
+    )
+    .await;
 
     // The owner loses the database; the next write to it is stored there.
     influx_query(&owner, &format!("DROP DATABASE \"{}\"", db.name), None)
@@ -847,13 +842,23 @@ async fn a_database_is_made_on_every_node_and_again_where_it_was_lost() {
         .await
         .expect("drop through the gateway");
     write_ok(&write, "cpu,host=first v=3 1700000000000000002").await;
+    on_every_node(
+        &env.influx_urls,
+        &db.name,
+        &format!("after DROP DATABASE through the gateway; owner {owner}"),
+    )
+    .await;
+}
+
+/// Waits up to 30 s for `db` on every node of `nodes`; `when` says which
+/// step of the test expected it.
+async fn on_every_node(nodes: &[String], db: &str, when: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    for node in &env.influx_urls {
-        while !has_database(node, &db.name).await {
+    for node in nodes {
+        while !has_database(node, db).await {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{} not made again on {node} after DROP DATABASE through the gateway (owner of the line: {owner})",
-                db.name
+                "{db} not on {node} within 30 s ({when})"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
