@@ -1135,3 +1135,120 @@ async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
     assert_eq!(status, 204, "a small write fits beside large ones: {text}");
     write_ok(&write, large(4)).await;
 }
+
+/// The shared stack's spare node (`influx4`), started with InfluxDB
+/// settings `vars` (e.g. `INFLUXDB_HTTP_MAX_BODY_SIZE`); killed on drop.
+/// No other test of the shared stack uses it.
+struct Spare {
+    url: String,
+}
+
+impl Spare {
+    fn start(env: &StackEnv, vars: &[(&str, &str)]) -> Self {
+        let first = env.influx_urls.first().expect("a node");
+        let port: u16 = first
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the first node's port");
+        let spare = Spare {
+            url: format!("http://127.0.0.1:{}", port + 3),
+        };
+        spare.restart(vars);
+        spare
+    }
+
+    /// Kills the node and starts it again with `vars`.
+    fn restart(&self, vars: &[(&str, &str)]) {
+        stack_script(&["kill", "influx4"], &[]);
+        assert!(
+            stack_script(&["start", "influx4"], vars),
+            "scripts/stack start influx4 failed"
+        );
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        stack_script(&["kill", "influx4"], &[]);
+    }
+}
+
+/// Runs `scripts/stack args` on the shared stack; whether it succeeded.
+fn stack_script(args: &[&str], vars: &[(&str, &str)]) -> bool {
+    std::process::Command::new(trident_e2e::repo_root().join("scripts/stack"))
+        .args(args)
+        .envs(vars.iter().copied())
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A node that refuses writes for its own set-up (a body limit below the
+/// gateway's requests: 413) loses none of them: they are acknowledged, wait
+/// in its spool while `/health` says so, and reach the node once it takes
+/// them. Only a 400 (the data itself) is final.
+#[tokio::test]
+async fn points_a_node_refuses_for_its_setup_wait_in_its_spool() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let spare = Spare::start(&env, &[("INFLUXDB_HTTP_MAX_BODY_SIZE", "2048")]);
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_INFLUX_URLS", spare.url.as_str()),
+            ("TRIDENT_INFLUX_REPLICATION", "1"),
+            ("TRIDENT_GATEWAY_REPLAY_MAX_BACKOFF", "500ms"),
+            // Compressed, the requests would fit under the limit.
+            ("TRIDENT_INFLUX_GZIP", "false"),
+        ],
+    )
+    .await;
+    let db = InfluxDb {
+        name: trident_e2e::unique_name("db"),
+        urls: vec![spare.url.clone()],
+    };
+    let write = format!("{}/write?db={}", gw.url, db.name);
+    // Five writes of 100 lines, ~5 KB each: over the node's limit.
+    for w in 0..5 {
+        let body = (0..100)
+            .map(|i| format!("mem,host=h{i},w=w{w} used={i}i {}", 1_700_000_000 + i))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(body.len() > 2048);
+        write_ok(&write, body).await;
+    }
+    let report = health(&gw.url).await;
+    let node = &report["components"][format!("node:{}", spare.url)];
+    assert_eq!(node["status"], "degraded", "{report}");
+    let stored = |json: serde_json::Value| json["results"][0]["series"][0]["values"][0][1].as_u64();
+    let count = || async {
+        influx_query(&spare.url, "SELECT count(used) FROM mem", Some(&db.name))
+            .await
+            .ok()
+            .and_then(stored)
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count().await, 0, "the node took none of them yet");
+
+    // The node's limit is lifted: the spool drains, every point arrives.
+    spare.restart(&[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count().await;
+        if n == 500 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} of 500 acknowledged points on the node after its limit was lifted: {}",
+            health(&gw.url).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = health(&gw.url).await;
+    assert_eq!(
+        report["components"][format!("node:{}", spare.url)]["status"],
+        "up",
+        "{report}"
+    );
+}
