@@ -44,6 +44,14 @@ pub enum Error {
     Client(String),
 }
 
+impl Error {
+    /// Whether the node refused the request as too large (413): a smaller
+    /// one may pass, the same one never will.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Error::Unavailable { reason, .. } if reason.starts_with("413"))
+    }
+}
+
 /// An error and every cause under it: reqwest's own message ("error
 /// sending request for url …") does not say whether the connection was
 /// refused, reset or timed out.
@@ -442,6 +450,8 @@ mod tests {
                 matches!(mapped(status, message), Error::Unavailable { .. }),
                 "{status} {message}"
             );
+            // Only a 413 says that a smaller request may pass.
+            assert_eq!(mapped(status, message).is_too_large(), status == 413);
         }
     }
 }

@@ -812,6 +812,10 @@ impl ClusterSink {
         batch: &[Vec<u8>],
     ) -> Result<(), SinkError> {
         let name = spool.name().to_owned();
+        // After a joined request was too large for the node (its body limit
+        // is below the join's 4 MiB), the rest of the batch goes one
+        // entry at a time: each was a request the gateway once took.
+        let mut single = false;
         let mut i = 0;
         while i < batch.len() {
             let Some(fields) = spool::decode(&batch[i]).filter(|f| f.len() == 3) else {
@@ -824,7 +828,7 @@ impl ClusterSink {
             let (db, rp) = (fields[0], fields[1]);
             let mut body = fields[2].to_vec();
             let mut end = i + 1;
-            while end < batch.len() && body.len() < 4 << 20 {
+            while !single && end < batch.len() && body.len() < 4 << 20 {
                 match spool::decode(&batch[end]) {
                     Some(f) if f.len() == 3 && f[0] == db && f[1] == rp => {
                         body.extend_from_slice(f[2]);
@@ -840,6 +844,11 @@ impl ClusterSink {
                 Ok(()) => {
                     metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
                         .increment((end - i) as u64);
+                }
+                Err(SinkError::Node(e)) if e.is_too_large() && end - i > 1 => {
+                    tracing::info!(spool = %name, node = url, "joined replay too large for the node; replaying one write at a time");
+                    single = true;
+                    continue;
                 }
                 Err(e @ SinkError::Node(NodeError::Unavailable { .. })) => return Err(e),
                 Err(SinkError::Node(NodeError::DatabaseNotFound(_))) => {
