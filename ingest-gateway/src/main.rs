@@ -25,10 +25,10 @@ struct Cli {
 /// they are freed the top of the heap is trimmed and the next write faults
 /// the same pages in again, and the kernel zeroes each one: 11–13 % of the
 /// gateway's CPU in profiles of 5 000-line writes. Measured in interleaved
-/// runs: 2.17 / 2.53 / 2.60 µs a line before, 2.00 / 2.20 / 2.23 µs after
-/// (docs/benchmarks.md). The cost is resident memory after a burst: up to
-/// the trim threshold per malloc arena, bounded in use by
-/// `gateway.max_inflight_bytes`.
+/// runs: 2.60 / 2.60 / 2.57 µs a line before, 2.37 / 2.43 / 2.40 µs after,
+/// peak RSS 57 → 67 MB (docs/benchmarks.md). The cost is resident memory
+/// after a burst: up to the trim threshold per malloc arena, bounded in use
+/// by `gateway.max_inflight_bytes`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn keep_heap_warm() {
