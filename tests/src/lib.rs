@@ -716,6 +716,21 @@ impl ServiceProcess {
         self.kill();
     }
 
+    /// [`ServiceProcess::start`], then [`ServiceProcess::wait_ready`] on
+    /// `ready_url` for up to 20 s.
+    pub async fn start_ready(
+        name: &str,
+        vars: &BTreeMap<String, String>,
+        log: PathBuf,
+        ready_url: &str,
+    ) -> Result<Self> {
+        let mut process = Self::start(name, vars, log)?;
+        process
+            .wait_ready(ready_url, Duration::from_secs(20))
+            .await?;
+        Ok(process)
+    }
+
     /// Waits until `url` answers 2xx, failing early if the process exits.
     pub async fn wait_ready(&mut self, url: &str, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;

@@ -119,6 +119,31 @@ async fn hole_node() -> String {
     url
 }
 
+/// A gateway whose only node is a [`hole_node`] with a 6 s timeout
+/// (long enough that a slow write still holds its share of the limits
+/// when the next one arrives, on a busy machine too), configured further
+/// by `extra`; and its write URL.
+async fn start_on_hole_node(env: &StackEnv, extra: &[(&str, &str)]) -> (Gateway, String) {
+    let hole_url = hole_node().await;
+    let mut vars = vec![
+        ("TRIDENT_INFLUX_URLS", hole_url.as_str()),
+        ("TRIDENT_INFLUX_TIMEOUT", "6s"),
+    ];
+    vars.extend_from_slice(extra);
+    let gw = start(env, &vars).await;
+    let write = format!("{}/write?db=overload", gw.url);
+    (gw, write)
+}
+
+/// A 503 with `Retry-After` whose message names `setting` (the limit or
+/// the request parameter that turned the write away).
+fn assert_told_to_retry(response: &(u16, String, reqwest::header::HeaderMap), setting: &str) {
+    let (status, text, headers) = response;
+    assert_eq!(*status, 503, "{text}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(text.contains(setting), "{text}");
+}
+
 #[tokio::test]
 async fn every_point_is_on_exactly_the_nodes_the_ring_chooses() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
@@ -312,10 +337,10 @@ async fn a_down_owner_is_spooled_and_stronger_consistency_is_a_503() {
     assert!(!on_dead.is_empty() && !on_live.is_empty());
     let body = |ls: &[&String]| ls.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
 
-    let (status, text, headers) = post(&format!("{write}&consistency=one"), body(&on_dead)).await;
-    assert_eq!(status, 503, "{text}");
-    assert!(headers.contains_key("retry-after"));
-    assert!(text.contains("consistency"), "{text}");
+    assert_told_to_retry(
+        &post(&format!("{write}&consistency=one"), body(&on_dead)).await,
+        "consistency",
+    );
 
     let (status, text, _) = post(&write, body(&on_dead)).await;
     assert_eq!(status, 204, "spooled for the dead node: {text}");
@@ -585,28 +610,14 @@ async fn the_gateway_is_indistinguishable_from_a_plain_node() {
 #[tokio::test]
 async fn writes_beyond_the_inflight_limit_are_told_to_retry() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    let hole_url = hole_node().await;
-    let gw = start(
-        &env,
-        &[
-            ("TRIDENT_INFLUX_URLS", &hole_url),
-            // Long enough that the slow write still holds the one slot
-            // when the second arrives, on a busy machine too.
-            ("TRIDENT_INFLUX_TIMEOUT", "6s"),
-            ("TRIDENT_GATEWAY_MAX_INFLIGHT_WRITES", "1"),
-        ],
-    )
-    .await;
-    let write = format!("{}/write?db=overload", gw.url);
+    let (_gw, write) =
+        start_on_hole_node(&env, &[("TRIDENT_GATEWAY_MAX_INFLIGHT_WRITES", "1")]).await;
     let slow = tokio::spawn({
         let write = write.clone();
         async move { post(&write, "cpu v=1 1").await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, text, headers) = post(&write, "cpu v=2 2").await;
-    assert_eq!(status, 503, "{text}");
-    assert!(headers.contains_key("retry-after"));
-    assert!(text.contains("max_inflight_writes"), "{text}");
+    assert_told_to_retry(&post(&write, "cpu v=2 2").await, "max_inflight_writes");
     let (status, text, _) = slow.await.expect("slow write");
     assert_eq!(status, 204, "spooled once the node timed out: {text}");
     write_ok(&write, "cpu v=3 3").await;
@@ -1093,18 +1104,14 @@ async fn a_full_node_spool_is_a_503() {
 #[tokio::test]
 async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    let hole_url = hole_node().await;
-    let gw = start(
+    let (_gw, write) = start_on_hole_node(
         &env,
         &[
-            ("TRIDENT_INFLUX_URLS", &hole_url),
-            ("TRIDENT_INFLUX_TIMEOUT", "6s"),
             ("TRIDENT_GATEWAY_MAX_BODY_BYTES", "1000000"),
             ("TRIDENT_GATEWAY_MAX_INFLIGHT_BYTES", "2000000"),
         ],
     )
     .await;
-    let write = format!("{}/write?db=overload", gw.url);
     // ~700 KB each, uncompressed (held once): two hold 1.4 of the 2 MB.
     let large = |n: usize| -> String {
         (0..7_000)
@@ -1119,10 +1126,7 @@ async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, text, headers) = post(&write, large(3)).await;
-    assert_eq!(status, 503, "{text}");
-    assert!(headers.contains_key("retry-after"));
-    assert!(text.contains("max_inflight_bytes"), "{text}");
+    assert_told_to_retry(&post(&write, large(3)).await, "max_inflight_bytes");
     let small = tokio::spawn({
         let write = write.clone();
         async move { post(&write, "cpu v=1 1").await }
