@@ -716,17 +716,16 @@ impl ServiceProcess {
         self.kill();
     }
 
-    /// [`ServiceProcess::start`], then [`ServiceProcess::wait_ready`] on
-    /// `ready_url` for up to 20 s.
-    pub async fn start_ready(
-        name: &str,
+    /// `trident-gateway` with `vars`, logging to `work/gateway.log`, once
+    /// `url/ping` answers (up to 20 s).
+    pub async fn gateway(
         vars: &BTreeMap<String, String>,
-        log: PathBuf,
-        ready_url: &str,
+        work: &std::path::Path,
+        url: &str,
     ) -> Result<Self> {
-        let mut process = Self::start(name, vars, log)?;
+        let mut process = Self::start("trident-gateway", vars, work.join("gateway.log"))?;
         process
-            .wait_ready(ready_url, Duration::from_secs(20))
+            .wait_ready(&format!("{url}/ping"), Duration::from_secs(20))
             .await?;
         Ok(process)
     }

@@ -32,14 +32,9 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
     ] {
         vars.insert(k.to_owned(), v);
     }
-    let mut gateway = ServiceProcess::start_ready(
-        "trident-gateway",
-        &vars,
-        work.join("gateway.log"),
-        &format!("{url}/ping"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the gateway did not come up: {e}"));
+    let mut gateway = ServiceProcess::gateway(&vars, &work, &url)
+        .await
+        .unwrap_or_else(|e| panic!("the gateway did not come up: {e}"));
     let db = unique_name("faults");
     let write_url = format!("{url}/write?db={db}");
 
@@ -93,14 +88,9 @@ async fn a_killed_broker_fills_the_spool_then_503_and_everything_acknowledged_ar
     };
     let before_kill = entries(&trident_e2e::get_text(&format!("{url}/metrics")).await);
     gateway.kill();
-    let _gateway = ServiceProcess::start_ready(
-        "trident-gateway",
-        &vars,
-        work.join("gateway.log"),
-        &format!("{url}/ping"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the gateway did not come back: {e}"));
+    let _gateway = ServiceProcess::gateway(&vars, &work, &url)
+        .await
+        .unwrap_or_else(|e| panic!("the gateway did not come back: {e}"));
     let metrics = trident_e2e::get_text(&format!("{url}/metrics")).await;
     let after_restart = entries(&metrics);
     assert!(

@@ -54,14 +54,9 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
     let config = Config::load_with_env(None, vars.clone()).expect("config");
     let placement = config.influx.topology().validate().expect("topology");
 
-    let mut gateway = ServiceProcess::start_ready(
-        "trident-gateway",
-        &vars,
-        work.join("gateway.log"),
-        &format!("{url}/ping"),
-    )
-    .await
-    .expect("the gateway comes up");
+    let mut gateway = ServiceProcess::gateway(&vars, &work, &url)
+        .await
+        .expect("the gateway comes up");
     let db = unique_name("faults");
     let load = WriteLoad::start(
         format!("{url}/write?db={db}"),
@@ -95,14 +90,9 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
     // 2. The gateway dies with acknowledged points only in that spool.
     gateway.kill();
     let before_restart = load.snapshot().acked.len();
-    let _gateway = ServiceProcess::start_ready(
-        "trident-gateway",
-        &vars,
-        work.join("gateway.log"),
-        &format!("{url}/ping"),
-    )
-    .await
-    .expect("the gateway comes up");
+    let _gateway = ServiceProcess::gateway(&vars, &work, &url)
+        .await
+        .expect("the gateway comes up");
     let kept = metric(&scrape(&url).await, &spool_metric);
     assert!(
         kept >= spooled,
