@@ -55,7 +55,7 @@ impl Error {
 /// An error and every cause under it: reqwest's own message ("error
 /// sending request for url …") does not say whether the connection was
 /// refused, reset or timed out.
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -1204,6 +1204,9 @@ async fn points_a_node_refuses_for_its_setup_wait_in_its_spool() {
             ("TRIDENT_GATEWAY_REPLAY_MAX_BACKOFF", "500ms"),
             // Compressed, the requests would fit under the limit.
             ("TRIDENT_INFLUX_GZIP", "false"),
+            // One request at a time, lingering: concurrent writes join.
+            ("TRIDENT_INFLUX_NODE_REQUESTS", "1"),
+            ("TRIDENT_INFLUX_BATCH_LINGER", "50ms"),
         ],
     )
     .await;
@@ -1212,18 +1215,15 @@ async fn points_a_node_refuses_for_its_setup_wait_in_its_spool() {
         urls: vec![spare.url.clone()],
     };
     let write = format!("{}/write?db={}", gw.url, db.name);
-    // Five writes of 100 lines, ~4 KB each: over the node's limit.
-    for w in 0..5 {
+    // 100 lines, ~4 KB: over the first limit, under the second.
+    let body = |w: usize| {
         let body = (0..100)
             .map(|i| format!("mem,host=h{i},w=w{w} used={i}i {}", 1_700_000_000 + i))
             .collect::<Vec<_>>()
             .join("\n");
-        assert!(body.len() > 2048);
-        write_ok(&write, body).await;
-    }
-    let report = health(&gw.url).await;
-    let node = &report["components"][format!("node:{}", spare.url)];
-    assert_eq!(node["status"], "degraded", "{report}");
+        assert!(body.len() > 2048 && body.len() < 8192);
+        body
+    };
     let stored = |json: serde_json::Value| json["results"][0]["series"][0]["values"][0][1].as_u64();
     let count = || async {
         influx_query(&spare.url, "SELECT count(used) FROM mem", Some(&db.name))
@@ -1232,6 +1232,32 @@ async fn points_a_node_refuses_for_its_setup_wait_in_its_spool() {
             .and_then(stored)
             .unwrap_or(0)
     };
+    let gw_url = gw.url.clone();
+    let all_arrive = |expected: u64, when: &'static str| {
+        let (gw_url, count) = (gw_url.clone(), &count);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let n = count().await;
+                if n == expected {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{n} of {expected} acknowledged points on the node {when}: {}",
+                    health(&gw_url).await
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    for w in 0..5 {
+        write_ok(&write, body(w)).await;
+    }
+    let report = health(&gw.url).await;
+    let node = &report["components"][format!("node:{}", spare.url)];
+    assert_eq!(node["status"], "degraded", "{report}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count().await, 0, "the node took none of them yet");
 
@@ -1239,23 +1265,41 @@ async fn points_a_node_refuses_for_its_setup_wait_in_its_spool() {
     // together, which is what a replay joins: the spool drains one write
     // at a time and every point arrives.
     spare.restart(&[("INFLUXDB_HTTP_MAX_BODY_SIZE", "8192")]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = count().await;
-        if n == 500 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} of 500 acknowledged points on the node after its limit was raised: {}",
-            health(&gw.url).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    all_arrive(500, "after its limit was raised").await;
     let report = health(&gw.url).await;
     assert_eq!(
         report["components"][format!("node:{}", spare.url)]["status"],
         "up",
         "{report}"
     );
+
+    // Concurrent writes joined into one request over the limit: each goes
+    // alone instead (spooled joined, it would be too large on every replay).
+    let batched = || async {
+        let metrics = trident_e2e::get_text(&format!("{}/metrics", gw.url)).await;
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("trident_gateway_node_batched_writes_total ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let joined_before: f64 = batched().await;
+    let writes: Vec<_> = (5..25)
+        .map(|w| {
+            let (write, body) = (write.clone(), body(w));
+            tokio::spawn(async move { post(&write, body).await })
+        })
+        .collect();
+    for w in writes {
+        let (status, text, _) = w.await.expect("write");
+        assert_eq!(status, 204, "{text}");
+    }
+    assert!(
+        batched().await > joined_before,
+        "no write was joined with another"
+    );
+    all_arrive(2_500, "after writes joined over its limit").await;
 }

@@ -385,19 +385,14 @@ impl ClusterSink {
                         Status::Degraded,
                         format!("down: /ping answered {}", resp.status()),
                     ),
-                    Err(e) => {
-                        let mut reason = e.to_string();
-                        let mut cause = std::error::Error::source(e);
-                        while let Some(c) = cause {
-                            reason = format!("{reason}: {c}");
-                            cause = c.source();
-                        }
-                        health.set(
-                            component,
-                            Status::Degraded,
-                            format!("down: /ping failed: {reason}"),
-                        );
-                    }
+                    Err(e) => health.set(
+                        component,
+                        Status::Degraded,
+                        format!(
+                            "down: /ping failed: {}",
+                            trident_influx_client::with_causes(e)
+                        ),
+                    ),
                 }
             }
             let total = answers.len();
@@ -651,7 +646,9 @@ impl ClusterSink {
         }
         if parts.len() == 1 {
             for part in parts {
-                let _ = part.done.send(self.store(slot, target, part.body).await);
+                let _ = part
+                    .done
+                    .send(self.store(slot, target, part.body, false).await);
             }
             return;
         }
@@ -661,15 +658,22 @@ impl ClusterSink {
         }
         metrics::counter!("trident_gateway_node_batched_writes_total")
             .increment(parts.len() as u64);
-        match self.store(slot, target, Bytes::from(joined)).await {
+        match self.store(slot, target, Bytes::from(joined), true).await {
             Ok(stored) => {
                 for part in parts {
                     let _ = part.done.send(Ok(stored));
                 }
             }
-            Err(SinkError::Node(NodeError::Refused(_) | NodeError::DatabaseNotFound(_))) => {
+            // Also a 413: the node's body limit is below the joined
+            // request, and each part alone may pass.
+            Err(SinkError::Node(e))
+                if matches!(e, NodeError::Refused(_) | NodeError::DatabaseNotFound(_))
+                    || e.is_too_large() =>
+            {
                 for part in parts {
-                    let _ = part.done.send(self.store(slot, target, part.body).await);
+                    let _ = part
+                        .done
+                        .send(self.store(slot, target, part.body, false).await);
                 }
             }
             Err(e) => {
@@ -680,13 +684,17 @@ impl ClusterSink {
         }
     }
 
-    /// One node's part of a write: delivered, or spooled if the node is
-    /// down or still has a spool to replay.
+    /// One node's part of a write (several, `joined`): delivered, or
+    /// spooled if the node is down or still has a spool to replay. A joined
+    /// request the node finds too large (413) is not spooled but returned,
+    /// for the caller to store its parts one by one: spooled whole, it
+    /// would stay too large for that node on every replay.
     async fn store(
         &self,
         slot: &NodeSlot,
         target: &WriteTarget,
         body: Bytes,
+        joined: bool,
     ) -> Result<Stored, SinkError> {
         let (spool, url) = (&slot.spool, &slot.url);
         if spool.is_empty() {
@@ -695,6 +703,9 @@ impl ClusterSink {
                 .await
             {
                 Ok(()) => return Ok(Stored::Delivered),
+                Err(SinkError::Node(e)) if joined && e.is_too_large() => {
+                    return Err(SinkError::Node(e));
+                }
                 Err(SinkError::Node(NodeError::Unavailable { reason, .. })) => {
                     tracing::warn!(node = %url, %reason, "node unavailable; spooling its points");
                 }
@@ -813,7 +824,7 @@ impl ClusterSink {
     ) -> Result<(), SinkError> {
         let name = spool.name().to_owned();
         // After a joined request was too large for the node (its body limit
-        // is below the join's 4 MiB), the rest of the batch goes one
+        // is below `influx.batch_max_bytes`), the rest of the batch goes one
         // entry at a time: each was a request the gateway once took.
         let mut single = false;
         let mut i = 0;
@@ -828,7 +839,7 @@ impl ClusterSink {
             let (db, rp) = (fields[0], fields[1]);
             let mut body = fields[2].to_vec();
             let mut end = i + 1;
-            while !single && end < batch.len() && body.len() < 4 << 20 {
+            while !single && end < batch.len() && body.len() < self.options.batch_max_bytes {
                 match spool::decode(&batch[end]) {
                     Some(f) if f.len() == 3 && f[0] == db && f[1] == rp => {
                         body.extend_from_slice(f[2]);
