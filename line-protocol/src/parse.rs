@@ -1125,8 +1125,11 @@ impl Scanner<'_, '_> {
         // Signatures (length, first, second and last byte) of the first
         // sixteen keys: a full comparison runs only when two signatures are
         // equal. A line with more fields is counted by sorting its keys
-        // afterwards, so a wide line costs n log n, not n².
+        // afterwards, so a wide line costs n log n, not n²: its keys are
+        // collected as the loop passes them (the first sixteen once, when
+        // the seventeenth arrives).
         let mut sigs = [0u32; 16];
+        let mut wide_keys: Vec<KeyRef> = Vec::new();
         let mut n_sigs = 0usize;
         let mut seen_filter = 0u64;
         let mut duplicate_fields = false;
@@ -1188,6 +1191,11 @@ impl Scanner<'_, '_> {
                     unique_fields += 1;
                 }
                 sigs[n_sigs] = sig;
+            } else {
+                if wide_keys.is_empty() {
+                    wide_keys = self.field_keys(f_start, k_start);
+                }
+                wide_keys.push(key);
             }
             n_sigs += 1;
             i += 1;
@@ -1201,8 +1209,8 @@ impl Scanner<'_, '_> {
             }
             break i;
         };
-        if n_sigs > sigs.len() {
-            unique_fields = self.distinct_fields(f_start, f_end);
+        if !wide_keys.is_empty() {
+            unique_fields = self.distinct_keys(wide_keys);
             duplicate_fields = unique_fields as usize != n_sigs;
         }
 
@@ -1295,9 +1303,8 @@ impl Scanner<'_, '_> {
         Ok(())
     }
 
-    /// How many distinct keys the fields in `start..end` have: sorted, so
-    /// equal keys are neighbours.
-    fn distinct_fields(&self, start: usize, end: usize) -> u32 {
+    /// The keys of the (already validated) fields in `start..end`.
+    fn field_keys(&self, start: usize, end: usize) -> Vec<KeyRef> {
         let mut keys = Vec::new();
         let mut pos = start;
         while pos < end {
@@ -1309,6 +1316,12 @@ impl Scanner<'_, '_> {
             });
             pos = f.value_end + 1;
         }
+        keys
+    }
+
+    /// How many distinct `keys` there are: sorted, so equal keys are
+    /// neighbours.
+    fn distinct_keys(&self, mut keys: Vec<KeyRef>) -> u32 {
         keys.sort_unstable_by(|&x, &y| self.key_cmp(x, y));
         let repeats = keys.windows(2).filter(|w| self.key_eq(w[0], w[1])).count();
         (keys.len() - repeats) as u32
