@@ -4,10 +4,11 @@
 //! each poll spins through its last millisecond (the remaining time rounds
 //! down to a 0 ms wait): a constant cost that was a fifth of the gateway's
 //! CPU at 15 000 lines/s (docs/benchmarks.md). Here a thread polls with a
-//! long timeout, so deliveries are still handled at once (the poll returns
-//! on every event) and the spin is a millisecond every few seconds. The
-//! thread holds the producer only while polling and ends when the last
-//! handle is dropped.
+//! long timeout: deliveries are still handled at once (every event is
+//! dispatched as it arrives), and the spin — which every `poll` call ends
+//! with, however long — comes once every [`POLL_FOR`]. The thread holds the
+//! producer only while polling and ends when the last handle is dropped,
+//! so a replaced producer lives on for at most that long, idle.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,6 +16,13 @@ use std::time::Duration;
 use rdkafka::ClientContext;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use tokio::sync::oneshot;
+
+/// How long one `poll` call lasts. Each ends with about a millisecond of
+/// busy polling (rdkafka counts the remaining time down in whole
+/// milliseconds, so the last one is a loop of non-blocking polls): with
+/// 2 s that was 0.45 ms of CPU a second per producer, idle or not — over
+/// half of an idle gateway's CPU (docs/benchmarks.md).
+const POLL_FOR: Duration = Duration::from_secs(30);
 
 /// Hands each delivery report to the request waiting for it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,7 +54,7 @@ pub fn polled<C: ProducerContext + 'static>(producer: BaseProducer<C>) -> Arc<Ba
         .name("kafka-poll".into())
         .spawn(move || {
             while let Some(producer) = weak.upgrade() {
-                producer.poll(Duration::from_secs(2));
+                producer.poll(POLL_FOR);
             }
         });
     if let Err(e) = spawned {
