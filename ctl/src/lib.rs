@@ -25,10 +25,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde_json::Value;
 use trident_cluster::Placement;
-use trident_influx_client::{quote_ident, send, statement};
+use trident_influx_client::{Payload, quote_ident, send, statement};
 use trident_line_protocol::{LineWriter, Point, Value as FieldValue, parse_lines};
 
 /// Rows per chunk of a chunked scan, and bytes per write while copying.
@@ -584,7 +583,7 @@ impl Ctl {
                                     target,
                                     scope.db,
                                     Some(scope.rp),
-                                    Bytes::from(body),
+                                    Payload::from(body),
                                     false,
                                 )
                                 .await?;
@@ -605,7 +604,7 @@ impl Ctl {
                     target,
                     scope.db,
                     Some(scope.rp),
-                    Bytes::from(writer.into_inner()),
+                    Payload::from(writer.into_inner()),
                     false,
                 )
                 .await?;
@@ -1006,7 +1005,7 @@ impl Ctl {
         report.bytes += body.len() as u64;
         report.copies += 1;
         let rp = Some(rp).filter(|r| !r.is_empty());
-        send(&self.client, url, db, rp, Bytes::from(body), false).await?;
+        send(&self.client, url, db, rp, body.into(), false).await?;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use trident_cluster::{Owners, Placement};
-use trident_influx_client::{Databases, Error as NodeError, send};
+use trident_influx_client::{Databases, Error as NodeError, Payload, send};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
@@ -648,17 +648,15 @@ impl ClusterSink {
             for part in parts {
                 let _ = part
                     .done
-                    .send(self.store(slot, target, part.body, false).await);
+                    .send(self.store(slot, target, part.body.into(), false).await);
             }
             return;
         }
-        let mut joined = Vec::with_capacity(parts.iter().map(|p| p.body.len()).sum());
-        for part in &parts {
-            joined.extend_from_slice(&part.body);
-        }
+        // One request of the parts as they are: not copied into one buffer.
+        let joined: Payload = parts.iter().map(|p| p.body.clone()).collect();
         metrics::counter!("trident_gateway_node_batched_writes_total")
             .increment(parts.len() as u64);
-        match self.store(slot, target, Bytes::from(joined), true).await {
+        match self.store(slot, target, joined, true).await {
             Ok(stored) => {
                 for part in parts {
                     let _ = part.done.send(Ok(stored));
@@ -673,7 +671,7 @@ impl ClusterSink {
                 for part in parts {
                     let _ = part
                         .done
-                        .send(self.store(slot, target, part.body, false).await);
+                        .send(self.store(slot, target, part.body.into(), false).await);
                 }
             }
             Err(e) => {
@@ -693,7 +691,7 @@ impl ClusterSink {
         &self,
         slot: &NodeSlot,
         target: &WriteTarget,
-        body: Bytes,
+        body: Payload,
         joined: bool,
     ) -> Result<Stored, SinkError> {
         let (spool, url) = (&slot.spool, &slot.url);
@@ -713,7 +711,7 @@ impl ClusterSink {
             }
         }
         let rp = target.rp.as_deref().unwrap_or("");
-        let entry = spool::encode(&[target.db.as_bytes(), rp.as_bytes(), &body]);
+        let entry = spool::encode(&[target.db.as_bytes(), rp.as_bytes(), &body.to_bytes()]);
         spool.append(entry).await.map_err(|e| unavailable(url, e))?;
         metrics::counter!("trident_gateway_spooled_total", "spool" => spool.name().to_owned())
             .increment(1);
@@ -727,7 +725,7 @@ impl ClusterSink {
         url: &str,
         db: &str,
         rp: Option<&str>,
-        body: Bytes,
+        body: Payload,
     ) -> Result<(), SinkError> {
         // Databases are made where they are written, so a node that is
         // down stops only the writes it owns.
@@ -851,7 +849,7 @@ impl ClusterSink {
             let db = String::from_utf8_lossy(db).into_owned();
             let rp = String::from_utf8_lossy(rp).into_owned();
             let rp = (!rp.is_empty()).then_some(rp.as_str());
-            match self.deliver(url, &db, rp, Bytes::from(body)).await {
+            match self.deliver(url, &db, rp, body.into()).await {
                 Ok(()) => {
                     metrics::counter!("trident_gateway_replayed_total", "spool" => name.clone())
                         .increment((end - i) as u64);
