@@ -97,19 +97,15 @@ impl<'a> Routed<'a> {
             routed.hashes.push(shard_hash(&routed.keys[start..]));
             routed.key_ends.push(routed.keys.len());
 
-            let head = line.without_timestamp().as_bytes();
-            let ts = line.timestamp().unwrap_or_default();
             // As sent when the rest is exactly ` <nanoseconds>`.
-            let sent = line.text().as_bytes();
-            let digits = formatted.format(ts).as_bytes();
-            let as_sent = sent.len() == head.len() + 1 + digits.len()
-                && sent.get(head.len()) == Some(&b' ')
-                && sent.ends_with(digits);
-            if as_sent {
-                routed.texts.push(sent);
+            if line.stamped_in_nanos() {
+                routed.texts.push(line.text().as_bytes());
             } else {
-                routed.texts.push(head);
-                routed.stamps.extend_from_slice(digits);
+                routed.texts.push(line.without_timestamp().as_bytes());
+                let ts = line.timestamp().unwrap_or_default();
+                routed
+                    .stamps
+                    .extend_from_slice(formatted.format(ts).as_bytes());
             }
             routed.stamp_ends.push(routed.stamps.len());
         }

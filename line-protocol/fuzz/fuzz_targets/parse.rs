@@ -59,6 +59,15 @@ fuzz_target!(|data: &[u8]| {
                 let head = line.without_timestamp();
                 assert!(line.text().starts_with(head));
                 let forwarded = format!("{head} {}", line.timestamp().unwrap_or(0));
+                // Sent as it came exactly when it already reads so, in nanoseconds.
+                assert_eq!(
+                    line.stamped_in_nanos(),
+                    precision == Precision::Nanoseconds
+                        && line.timestamp().is_some()
+                        && line.text() == forwarded,
+                    "{:?}",
+                    line.text()
+                );
                 let again: Vec<_> = Lines::new(
                     forwarded.as_bytes(),
                     ParseOptions {
