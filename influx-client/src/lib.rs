@@ -241,7 +241,7 @@ impl http_body::Body for PayloadBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let piece = this.pieces.next().map(|piece| {
-            this.remaining -= piece.len() as u64;
+            this.remaining = this.remaining.saturating_sub(piece.len() as u64);
             Ok(http_body::Frame::data(piece))
         });
         std::task::Poll::Ready(piece)

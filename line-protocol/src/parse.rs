@@ -239,7 +239,8 @@ fn finish<'a>(
             .map_err(|e| err(start + e.valid_up_to(), ErrorKind::InvalidUtf8))?,
     };
     // Offsets into `text`. Every range ends on an ASCII delimiter, so
-    // slices at them are on char boundaries (`Line::part` checks).
+    // slices at them are on char boundaries; the accessors `get` them, which
+    // keeps that a checked fact rather than a promise.
     let offset = |at: usize| u32::try_from(at - start).unwrap_or(u32::MAX);
     let timestamp = p.timestamp.or(opts.default_time);
     let flags = [
