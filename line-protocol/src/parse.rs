@@ -243,17 +243,13 @@ fn finish<'a>(
     // keeps that a checked fact rather than a promise.
     let offset = |at: usize| u32::try_from(at - start).unwrap_or(u32::MAX);
     let timestamp = p.timestamp.or(opts.default_time);
-    let flags = [
-        (timestamp.is_some(), Line::HAS_TIMESTAMP),
-        (p.measurement_escaped, Line::MEASUREMENT_ESCAPED),
-        (p.tags_sorted, Line::TAGS_SORTED),
-        (p.any_escapes, Line::ANY_ESCAPES),
-        (p.duplicate_fields, Line::DUPLICATE_FIELDS),
-        (p.stamped_in_nanos, Line::STAMPED_IN_NANOS),
-    ]
-    .iter()
-    .filter(|(set, _)| *set)
-    .fold(0, |flags, (_, flag)| flags | flag);
+    let flag = |set: bool, flag: u8| if set { flag } else { 0 };
+    let flags = flag(timestamp.is_some(), Line::HAS_TIMESTAMP)
+        | flag(p.measurement_escaped, Line::MEASUREMENT_ESCAPED)
+        | flag(p.tags_sorted, Line::TAGS_SORTED)
+        | flag(p.any_escapes, Line::ANY_ESCAPES)
+        | flag(p.duplicate_fields, Line::DUPLICATE_FIELDS)
+        | flag(p.stamped_in_nanos, Line::STAMPED_IN_NANOS);
     Ok(Line {
         text,
         timestamp: timestamp.unwrap_or_default(),
