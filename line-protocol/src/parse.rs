@@ -34,7 +34,7 @@ pub struct ParseOptions {
     /// Accept `u` integers. InfluxDB 1.x refuses them unless built with
     /// uint support; 2.x accepts them.
     pub allow_unsigned: bool,
-    /// Longest accepted line, in bytes.
+    /// Longest accepted line, in bytes (never more than 4 GiB).
     pub max_line_len: usize,
     /// Longest accepted string field value, in bytes (InfluxDB: 64 KiB).
     pub max_string_len: usize,
@@ -155,7 +155,8 @@ impl<'a> Iterator for Lines<'a> {
 ///
 /// Kept small (56 bytes on 64-bit targets): a write of thousands of lines
 /// holds one per line, so the parts are offsets into `text` rather than
-/// slices of their own. Lines are at most 4 GiB ([`ParseOptions::max_line_len`]).
+/// slices of their own. Lines are at most 4 GiB, whatever
+/// [`ParseOptions::max_line_len`] allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Line<'a> {
     text: &'a str,
@@ -222,12 +223,14 @@ fn finish<'a>(
         kind,
         span: line_start..end,
     };
-    if end - start > opts.max_line_len {
+    // A line's parts are u32 offsets into it (`Line`).
+    let max_line_len = opts.max_line_len.min(u32::MAX as usize);
+    if end - start > max_line_len {
         return Err(err(
             start,
             ErrorKind::LineTooLong {
                 len: end - start,
-                max: opts.max_line_len,
+                max: max_line_len,
             },
         ));
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use tokio::sync::{mpsc, oneshot};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
@@ -154,17 +154,27 @@ impl RawSink {
     /// purges what is in flight on it, so the other produce groups that
     /// fail with it must not each renew again and purge the fresh one.
     fn renew(&self, failed: &Arc<BaseProducer<Acks>>) {
-        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
-        if !Arc::ptr_eq(&current, failed) {
-            return;
-        }
-        match self
-            .settings
-            .create_with_context::<Acks, BaseProducer<Acks>>(Acks)
         {
-            Ok(fresh) => *current = polled(fresh),
-            Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
+            let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+            if !Arc::ptr_eq(&current, failed) {
+                return;
+            }
+            match self
+                .settings
+                .create_with_context::<Acks, BaseProducer<Acks>>(Acks)
+            {
+                Ok(fresh) => *current = polled(fresh),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create a new Kafka producer");
+                    return;
+                }
+            }
         }
+        // Its polling thread keeps the replaced producer alive for up to
+        // 30 s: what it still holds fails now, as if it were dropped, so
+        // that none of it reaches a broker that comes back meanwhile (the
+        // writes waiting for it are spooled).
+        failed.purge(PurgeConfig::default().queue().inflight());
     }
 
     /// The raw topic's partition count, asked of the broker the first
