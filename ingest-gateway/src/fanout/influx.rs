@@ -289,18 +289,10 @@ impl ClusterSink {
 
     /// Forgets which databases exist where, after a statement that may
     /// have dropped some ran on every node: the next write to a database
-    /// checks (or creates) it again, on every node. The batchers are let go
-    /// too (each finishes what it holds and leaves when idle): databases are
-    /// made on every node when a batcher starts, so without this a node
-    /// that owns none of the next lines would lack the database until the
-    /// current batchers idled out.
+    /// checks (or creates) it again, on every node.
     pub fn forget_databases(&self) {
         self.known.forget();
         self.announced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        self.batchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
@@ -581,10 +573,6 @@ impl ClusterSink {
         slot: NodeSlot,
         target: &WriteTarget,
     ) -> mpsc::UnboundedSender<Part> {
-        // A new batcher is the first write to this database in a while
-        // (they leave when idle): the one moment, off the per-write path,
-        // to see that every node has it.
-        self.create_everywhere(&self.view(), &target.db);
         let (tx, rx) = mpsc::unbounded_channel();
         let me = tx.clone();
         tokio::spawn(self.clone().batch(key, me, slot, target.clone(), rx));
@@ -728,7 +716,9 @@ impl ClusterSink {
         body: Payload,
     ) -> Result<(), SinkError> {
         // Databases are made where they are written, so a node that is
-        // down stops only the writes it owns.
+        // down stops only the writes it owns; and on every other node in
+        // the background, the first time this gateway writes to them.
+        self.create_everywhere(db);
         self.known
             .ensure(&self.client, url, db, self.create_databases)
             .await?;
@@ -748,12 +738,14 @@ impl ClusterSink {
         }
     }
 
-    /// Creates `db` on every node of `view` in the background, the first
-    /// time a batcher for it starts (so not on every write): a node that owns none of its lines yet
-    /// still answers queries on it (a fan-out query to a node without the
-    /// database fails), and a node added later gets it with its first
-    /// line. A node that is down is retried with backoff until it has it.
-    fn create_everywhere(&self, view: &View, db: &str) {
+    /// Creates `db` on every node of the current view in the background,
+    /// the first time it is written to (and again after
+    /// [`ClusterSink::forget_databases`]): a node that owns none of its
+    /// lines yet still answers queries on it (a fan-out query to a node
+    /// without the database fails), and a node added later gets it with its
+    /// first line. A node that is down is retried with backoff until it
+    /// has it.
+    fn create_everywhere(&self, db: &str) {
         if !self.create_databases {
             return;
         }
@@ -764,7 +756,7 @@ impl ClusterSink {
             }
             announced.insert(db.to_owned());
         }
-        for slot in &view.nodes {
+        for slot in &self.view().nodes {
             let (sink, url, db) = (self.clone(), slot.url.clone(), db.to_owned());
             tokio::spawn(async move {
                 let mut backoff = Backoff::new(Duration::from_secs(30));
