@@ -1252,7 +1252,7 @@ impl Scanner<'_, '_> {
                 sigs[n_sigs] = sig;
             } else {
                 if wide_keys.is_empty() {
-                    wide_keys = self.field_keys(f_start, k_start);
+                    wide_keys = self.field_keys(f_start, k_start).collect();
                 }
                 wide_keys.push(key);
             }
@@ -1369,20 +1369,21 @@ impl Scanner<'_, '_> {
         Ok(())
     }
 
-    /// The keys of the (already validated) fields in `start..end`.
-    fn field_keys(&self, start: usize, end: usize) -> Vec<KeyRef> {
-        let mut keys = Vec::new();
+    /// The keys of the (already validated) fields in `start..end`, in order.
+    fn field_keys(&self, start: usize, end: usize) -> impl Iterator<Item = KeyRef> + '_ {
         let mut pos = start;
-        while pos < end {
-            let f = next_field(self.b, pos, end);
-            keys.push(KeyRef {
-                start: pos as u32,
-                end: f.key_end as u32,
-                escaped: f.key_escaped,
-            });
-            pos = f.value_end + 1;
-        }
-        keys
+        std::iter::from_fn(move || {
+            (pos < end).then(|| {
+                let f = next_field(self.b, pos, end);
+                let key = KeyRef {
+                    start: pos as u32,
+                    end: f.key_end as u32,
+                    escaped: f.key_escaped,
+                };
+                pos = f.value_end + 1;
+                key
+            })
+        })
     }
 
     /// How many distinct `keys` there are: sorted, so equal keys are
@@ -1396,20 +1397,8 @@ impl Scanner<'_, '_> {
     /// Whether a field before `key` (in the section from `f_start`) has the
     /// same key.
     fn field_seen_before(&self, f_start: usize, key: KeyRef) -> bool {
-        let mut pos = f_start;
-        while pos < key.start as usize {
-            let f = next_field(self.b, pos, key.start as usize);
-            let earlier = KeyRef {
-                start: pos as u32,
-                end: f.key_end as u32,
-                escaped: f.key_escaped,
-            };
-            if self.key_eq(earlier, key) {
-                return true;
-            }
-            pos = f.value_end + 1;
-        }
-        false
+        self.field_keys(f_start, key.start as usize)
+            .any(|earlier| self.key_eq(earlier, key))
     }
 
     /// Validates the value starting at `i`; returns the index after it,
