@@ -120,6 +120,13 @@ fn the_gateway_serves_and_stops_on_sigterm() {
         .port();
     let mut vars = stack_vars();
     vars.push(("TRIDENT_GATEWAY_LISTEN".into(), format!("127.0.0.1:{port}")));
+    // Not the default `trident-spool` under the working directory: that
+    // is the source tree here.
+    let spool = std::env::temp_dir().join(format!("trident-sigterm-spool-{}", std::process::id()));
+    vars.push((
+        "TRIDENT_GATEWAY_SPOOL_DIR".into(),
+        spool.to_string_lossy().into_owned(),
+    ));
     let mut child = Command::new(binary("trident-gateway"))
         .env_clear()
         .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -144,6 +151,7 @@ fn the_gateway_serves_and_stops_on_sigterm() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = child.wait().expect("wait");
+    let _ = std::fs::remove_dir_all(&spool);
     assert!(pinged, "the gateway answered /ping");
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
