@@ -35,7 +35,7 @@ use trident_service::shutdown::Shutdown;
 
 use trident_line_protocol::shard_hash;
 
-use super::producer::{Ack, Acks, polled};
+use super::producer::{Ack, Acks, Awaited, polled};
 use super::{Backoff, GroupLimits, Routed, group_commit};
 use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
@@ -416,7 +416,7 @@ impl RawSink {
         rp: &str,
         timestamp_ms: i64,
         records: &[(&[u8], &[u8])],
-    ) -> Result<Vec<oneshot::Receiver<Ack>>, KafkaUnavailable> {
+    ) -> Result<oneshot::Receiver<Ack>, KafkaUnavailable> {
         // The entries of each partition joined in their order into records
         // of at most RECORD_BYTES (cut between lines), each keyed by the
         // key of the entry it starts with; the producer keeps a
@@ -439,7 +439,7 @@ impl RawSink {
                 }
             }
         }
-        let mut deliveries = Vec::with_capacity(by_partition.len());
+        let (awaited, outcome) = Awaited::new();
         for (partition, key, payload) in &by_partition {
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -450,37 +450,32 @@ impl RawSink {
                     key: "rp",
                     value: Some(rp),
                 });
-            let (ack, delivery) = oneshot::channel();
-            let record = BaseRecord::with_opaque_to(&self.topic, Box::new(ack))
+            let record = BaseRecord::with_opaque_to(&self.topic, awaited.one_more())
                 .partition(*partition)
                 .key(*key)
                 .payload(payload.as_ref())
                 .headers(headers)
                 .timestamp(timestamp_ms);
-            match producer.send(record) {
-                Ok(()) => deliveries.push(delivery),
-                Err((e, _)) => return Err(KafkaUnavailable(e.to_string())),
-            }
+            // A record not taken is not delivered either: the outcome
+            // stays unsent, as the receiver is dropped with this error.
+            producer
+                .send(record)
+                .map_err(|(e, _)| KafkaUnavailable(e.to_string()))?;
         }
-        Ok(deliveries)
+        awaited.sealed();
+        Ok(outcome)
     }
 
-    /// Waits for the broker's acknowledgement of every delivery.
-    async fn acknowledged(
-        &self,
-        deliveries: Vec<oneshot::Receiver<Ack>>,
-    ) -> Result<(), KafkaUnavailable> {
+    /// Waits for the broker's acknowledgement of every record of a set.
+    async fn acknowledged(&self, outcome: oneshot::Receiver<Ack>) -> Result<(), KafkaUnavailable> {
         // Enqueued together, so librdkafka times them out together
         // (`message.timeout.ms`): one deadline, one timer, for all.
         let all = async {
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(KafkaUnavailable(e)),
-                    Err(_) => return Err(KafkaUnavailable("the producer was dropped".into())),
-                }
+            match outcome.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(KafkaUnavailable(e)),
+                Err(_) => Err(KafkaUnavailable("the producer was dropped".into())),
             }
-            Ok(())
         };
         tokio::time::timeout(self.timeout + Duration::from_secs(1), all)
             .await
