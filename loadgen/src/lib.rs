@@ -8,8 +8,10 @@
 //! ```text
 //! telegraf_corpus ──split into batches──► N senders ──POST──► target /write
 //!                                             │
-//!                     latencies, statuses ◄───┘   /proc/<pid>/stat before/after
-//!                                 └──► Report: lines/s, p50/p99, CPU µs per line
+//!                     latencies, statuses ◄───┘   /proc/<pid>/stat and
+//!                                 │               /proc/<pid>/task/*/stat before/after
+//!                                 └──► Report: lines/s, p50/p99, CPU µs per line,
+//!                                              CPU by thread name
 //! ```
 //!
 //! A load generator, not a test: it measures and reports, it asserts nothing
@@ -77,6 +79,11 @@ pub struct Report {
     pub p99: Duration,
     /// CPU time the target pids used during the run.
     pub target_cpu: Option<Duration>,
+    /// The same by thread name (threads of one name summed, the most
+    /// first): where a target spends it, e.g. its async runtime against
+    /// its Kafka client's threads. Threads that ended during the run are
+    /// missing here but counted in `target_cpu`.
+    pub target_threads: Vec<(String, Duration)>,
 }
 
 impl Report {
@@ -104,6 +111,11 @@ impl Report {
             "p99_ms": self.p99.as_secs_f64() * 1e3,
             "target_cpu_s": self.target_cpu.map(|c| c.as_secs_f64()),
             "target_cpu_us_per_line": self.cpu_us_per_line(),
+            "target_threads_cpu_s": self
+                .target_threads
+                .iter()
+                .map(|(name, cpu)| (name.clone(), serde_json::json!(cpu.as_secs_f64())))
+                .collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -135,22 +147,65 @@ pub fn bodies(lines: usize, batch: usize, seed: u64) -> Vec<Vec<u8>> {
 pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|source| Error::ProcStat { pid, source })?;
-    // Fields after the command name (which may contain spaces) in brackets.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or(Error::ProcFormat(pid))?;
+    parse_stat(&stat)
+        .map(|(_, cpu)| cpu)
+        .ok_or(Error::ProcFormat(pid))
+}
+
+/// The command name and user + system CPU time of one `/proc/…/stat`
+/// line, or `None` if it is not one.
+fn parse_stat(stat: &str) -> Option<(&str, Duration)> {
+    // The name is in brackets and may contain spaces and brackets itself:
+    // it ends at the last `)`.
+    let (head, after) = stat.rsplit_once(')')?;
+    let (_, name) = head.split_once('(')?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
-    let ticks = |i: usize| -> Result<u64, Error> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or(Error::ProcFormat(pid))
-    };
+    let ticks = |i: usize| -> Option<u64> { fields.get(i)?.parse().ok() };
     let total = ticks(11)? + ticks(12)?;
     // Linux reports in USER_HZ, 100 on every mainstream configuration.
-    Ok(Duration::from_millis(total * 10))
+    Some((name, Duration::from_millis(total * 10)))
+}
+
+/// Every thread of `pid` now: its id, name and CPU time so far. Threads
+/// that end while they are read are skipped.
+pub fn thread_times(pid: u32) -> Result<Vec<(u32, String, Duration)>, Error> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|source| Error::ProcStat { pid, source })?;
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, cpu)) = parse_stat(&stat) {
+            threads.push((tid, name.to_owned(), cpu));
+        }
+    }
+    Ok(threads)
+}
+
+/// CPU used by thread name between two [`thread_times`] readings, the
+/// most first.
+fn by_thread_name(
+    before: &[(u32, String, Duration)],
+    after: &[(u32, String, Duration)],
+) -> Vec<(String, Duration)> {
+    let start: std::collections::HashMap<u32, Duration> =
+        before.iter().map(|(tid, _, cpu)| (*tid, *cpu)).collect();
+    let mut used: std::collections::BTreeMap<&str, Duration> = Default::default();
+    for (tid, name, cpu) in after {
+        let since = cpu.saturating_sub(start.get(tid).copied().unwrap_or_default());
+        *used.entry(name).or_default() += since;
+    }
+    let mut used: Vec<(String, Duration)> = used
+        .into_iter()
+        .map(|(name, cpu)| (name.to_owned(), cpu))
+        .collect();
+    used.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    used
 }
 
 /// Runs `plan` and reports.
@@ -164,6 +219,12 @@ pub async fn run(plan: &Plan) -> Result<Report, Error> {
         .iter()
         .map(|&p| cpu_time(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let threads_before = plan
+        .target_pids
+        .iter()
+        .map(|&p| thread_times(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .concat();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -213,6 +274,13 @@ pub async fn run(plan: &Plan) -> Result<Report, Error> {
         }
         Some(total)
     };
+    let threads_after = plan
+        .target_pids
+        .iter()
+        .map(|&p| thread_times(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .concat();
+    let target_threads = by_thread_name(&threads_before, &threads_after);
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -240,6 +308,7 @@ pub async fn run(plan: &Plan) -> Result<Report, Error> {
         p50: pct(0.50),
         p99: pct(0.99),
         target_cpu,
+        target_threads,
     })
 }
 
@@ -258,6 +327,69 @@ mod tests {
         assert_eq!(lines, 1003);
         assert!(all.iter().all(|b| b.ends_with(b"\n")));
         assert_eq!(all.concat(), telegraf_corpus(1003, 7));
+    }
+
+    #[test]
+    fn a_stat_line_gives_its_name_and_cpu_even_with_brackets_in_the_name() {
+        let line = "4242 (rdk:broker(1) x) S 1 2 3 0 -1 4194368 10 0 0 0 250 31 0 0 20 0 9 0 7";
+        assert_eq!(
+            parse_stat(line),
+            Some(("rdk:broker(1) x", Duration::from_millis(2810)))
+        );
+        assert_eq!(parse_stat("4242 (short) S 1 2"), None);
+        assert_eq!(parse_stat("no brackets at all"), None);
+    }
+
+    #[test]
+    fn cpu_by_thread_name_counts_only_the_run_and_sums_a_name() {
+        let ms = Duration::from_millis;
+        let before = vec![
+            (1, "main".to_owned(), ms(500)),
+            (2, "worker".to_owned(), ms(100)),
+        ];
+        let after = vec![
+            (1, "main".to_owned(), ms(510)),
+            (2, "worker".to_owned(), ms(300)),
+            // Started during the run: all of its time counts.
+            (3, "worker".to_owned(), ms(50)),
+        ];
+        assert_eq!(
+            by_thread_name(&before, &after),
+            vec![("worker".to_owned(), ms(250)), ("main".to_owned(), ms(10))]
+        );
+    }
+
+    #[test]
+    fn a_busy_thread_of_this_process_is_seen_by_name() {
+        // A fixed amount of work, read while the thread still lives: its
+        // CPU time is there however loaded the machine is.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+        let before = thread_times(std::process::id()).unwrap();
+        let busy = std::thread::Builder::new()
+            .name("loadgen-busy".into())
+            .spawn(move || {
+                let mut x = 0u64;
+                for _ in 0..100_000_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                let _ = done_tx.send(x);
+                let _ = exit_rx.recv();
+            })
+            .unwrap();
+        let _ = done_rx.recv();
+        let after = thread_times(std::process::id()).unwrap();
+        let _ = exit_tx.send(());
+        let _ = busy.join();
+        let used = by_thread_name(&before, &after);
+        let busy_cpu = used
+            .iter()
+            .find(|(name, _)| name == "loadgen-busy")
+            .map(|(_, cpu)| *cpu);
+        assert!(
+            busy_cpu.is_some_and(|cpu| cpu >= Duration::from_millis(30)),
+            "{used:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The load generator delivers every line it reports as accepted: a run
 //! against a real InfluxDB node leaves exactly that many points there, and
-//! the node's CPU time is read from /proc.
+//! the node's CPU time is read from /proc, in all and by thread name.
 
 use trident_e2e::{InfluxDb, StackEnv, influx_query};
 
@@ -27,6 +27,14 @@ async fn every_reported_line_is_stored_and_cpu_is_measured() {
     assert_eq!(report.lines_ok, 20_000);
     assert!(
         report.target_cpu.is_some_and(|cpu| !cpu.is_zero()),
+        "{report:?}"
+    );
+    // influxd's threads all carry its name.
+    assert!(
+        report
+            .target_threads
+            .first()
+            .is_some_and(|(name, cpu)| name == "influxd" && !cpu.is_zero()),
         "{report:?}"
     );
 
