@@ -1127,6 +1127,22 @@ async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_told_to_retry(&post(&write, large(3)).await, "max_inflight_bytes");
+    // Compressed, the same write is small on the wire; it is counted as it
+    // inflates, and stopped there.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, large(3).as_bytes()).expect("compress");
+    let packed = enc.finish().expect("compress");
+    assert!(packed.len() < 100_000, "{} bytes compressed", packed.len());
+    let resp = trident_e2e::http()
+        .post(&write)
+        .header("content-encoding", "gzip")
+        .body(packed)
+        .send()
+        .await
+        .expect("request");
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let text = resp.text().await.unwrap_or_default();
+    assert_told_to_retry(&(status, text, headers), "max_inflight_bytes");
     let small = tokio::spawn({
         let write = write.clone();
         async move { post(&write, "cpu v=1 1").await }

@@ -25,7 +25,7 @@ use crate::fanout::Routed;
 use crate::fanout::alerts::AlertSink;
 use crate::fanout::influx::{ClusterSink, SinkError};
 use crate::fanout::kafka::RawSink;
-use request::{RequestError, WriteTarget, credentials, decode_body, v1_target, v2_target};
+use request::{RequestError, WriteTarget, credentials, decode_body_within, v1_target, v2_target};
 use trident_influx_client::Error as NodeError;
 
 /// The version the gateway reports in `X-Influxdb-Version`.
@@ -298,19 +298,28 @@ async fn write(
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let body = match decode_body(&raw, gzip, state.max_body_bytes) {
-        Ok(body) => body,
-        Err(e) => return request_error(&e),
-    };
     // Overload in bytes: many large writes at once must not exhaust memory.
-    // An uncompressed body is held once (decoding does not copy it).
-    let inflated = if gzip { body.len() } else { 0 };
-    let held = u32::try_from(raw.len() + inflated).unwrap_or(u32::MAX);
-    let Ok(_bytes) = state.inflight_bytes.clone().try_acquire_many_owned(held) else {
+    // The body as received, then what it inflates to as it grows (an
+    // uncompressed body is held once: decoding does not copy it).
+    let too_many_bytes = || {
         metrics::counter!("trident_gateway_requests_total", "outcome" => "overloaded").increment(1);
-        return unavailable(
-            "the gateway is overloaded: too many bytes of writes in progress (gateway.max_inflight_bytes); retry later",
-        );
+        unavailable(&RequestError::InflightBytes.to_string())
+    };
+    let budget = &state.inflight_bytes;
+    let take = |bytes: usize| {
+        u32::try_from(bytes)
+            .ok()
+            .and_then(|n| budget.clone().try_acquire_many_owned(n).ok())
+    };
+    let Some(mut held) = take(raw.len()) else {
+        return too_many_bytes();
+    };
+    let body = match decode_body_within(&raw, gzip, state.max_body_bytes, |more| {
+        take(more).map(|permit| held.merge(permit)).is_some()
+    }) {
+        Ok(body) => body,
+        Err(RequestError::InflightBytes) => return too_many_bytes(),
+        Err(e) => return request_error(&e),
     };
     let options = ParseOptions {
         precision: target.precision,

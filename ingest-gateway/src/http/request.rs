@@ -38,6 +38,12 @@ pub enum RequestError {
     /// An `Authorization` header that cannot be read.
     #[error("unable to parse authentication credentials")]
     BadCredentials,
+    /// The body, inflating, outgrew what `gateway.max_inflight_bytes`
+    /// has left: 503, the client sends it again later.
+    #[error(
+        "the gateway is overloaded: too many bytes of writes in progress (gateway.max_inflight_bytes); retry later"
+    )]
+    InflightBytes,
 }
 
 impl RequestError {
@@ -51,6 +57,7 @@ impl RequestError {
             RequestError::BodyTooLarge { .. } => "body_too_large",
             RequestError::BadGzip(_) => "bad_gzip",
             RequestError::BadCredentials => "bad_credentials",
+            RequestError::InflightBytes => "inflight_bytes",
         }
     }
 
@@ -59,6 +66,7 @@ impl RequestError {
         match self {
             RequestError::BodyTooLarge { .. } => 413,
             RequestError::BadCredentials => 401,
+            RequestError::InflightBytes => 503,
             _ => 400,
         }
     }
@@ -228,17 +236,49 @@ pub fn decode_body(
     gzip: bool,
     limit: usize,
 ) -> Result<std::borrow::Cow<'_, [u8]>, RequestError> {
+    decode_body_within(raw, gzip, limit, |_| true)
+}
+
+/// Bytes inflated at a time between two [`decode_body_within`] budget
+/// checks: what a body may hold beyond its budget for a moment.
+const INFLATE_STEP: u64 = 256 << 10;
+
+/// [`decode_body`], asking `reserve(n)` before the inflated body holds
+/// `n` more bytes of memory (its capacity, as it grows) and stopping with
+/// [`RequestError::InflightBytes`] when refused: many gzip bodies at once
+/// stay within the in-flight byte budget while they inflate, not only
+/// once they have (256 writes of 25 MB each would otherwise be held
+/// before any was counted).
+pub fn decode_body_within(
+    raw: &[u8],
+    gzip: bool,
+    limit: usize,
+    mut reserve: impl FnMut(usize) -> bool,
+) -> Result<std::borrow::Cow<'_, [u8]>, RequestError> {
     if !gzip {
         if raw.len() > limit {
             return Err(RequestError::BodyTooLarge { limit });
         }
         return Ok(std::borrow::Cow::Borrowed(raw));
     }
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(limit as u64 + 1);
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    flate2::read::MultiGzDecoder::new(raw)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| RequestError::BadGzip(gzip_error_text(&e)))?;
+    let mut held = 0;
+    loop {
+        let read = (&mut decoder)
+            .take(INFLATE_STEP)
+            .read_to_end(&mut out)
+            .map_err(|e| RequestError::BadGzip(gzip_error_text(&e)))?;
+        if out.capacity() > held {
+            if !reserve(out.capacity() - held) {
+                return Err(RequestError::InflightBytes);
+            }
+            held = out.capacity();
+        }
+        if read == 0 {
+            break;
+        }
+    }
     if out.len() > limit {
         return Err(RequestError::BodyTooLarge { limit });
     }
@@ -377,6 +417,35 @@ mod tests {
         );
         let err = decode_body(body, true, 100).unwrap_err();
         assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn inflating_stops_when_the_budget_refuses_more() {
+        let body: Vec<u8> = (0..100_000)
+            .flat_map(|i| format!("cpu,host=h{i} v={i}\n").into_bytes())
+            .collect();
+        let packed = gzip(&body);
+        // Every byte of memory the inflated body holds is asked for first.
+        let mut asked = 0;
+        let inflated = decode_body_within(&packed, true, 10 << 20, |n| {
+            asked += n;
+            true
+        })
+        .unwrap();
+        assert_eq!(inflated.as_ref(), body.as_slice());
+        assert!(asked >= body.len(), "{asked} < {}", body.len());
+        // A budget of 1 MB stops a 2 MB body early: an overload, not a
+        // refusal of the body.
+        let mut left = 1usize << 20;
+        let err = decode_body_within(&packed, true, 10 << 20, |n| {
+            left.checked_sub(n).map(|rest| left = rest).is_some()
+        })
+        .unwrap_err();
+        assert_eq!(err, RequestError::InflightBytes);
+        assert_eq!(err.status(), 503);
+        // Uncompressed bodies are not inflated: nothing to ask.
+        let plain = decode_body_within(&body, false, 10 << 20, |_| false).unwrap();
+        assert_eq!(plain.len(), body.len());
     }
 
     #[test]
