@@ -187,6 +187,15 @@ pub fn thread_times(pid: u32) -> Result<Vec<(u32, String, Duration)>, Error> {
     Ok(threads)
 }
 
+/// [`thread_times`] of every pid in `pids`, together.
+fn threads_of(pids: &[u32]) -> Result<Vec<(u32, String, Duration)>, Error> {
+    Ok(pids
+        .iter()
+        .map(|&p| thread_times(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .concat())
+}
+
 /// CPU used by thread name between two [`thread_times`] readings, the
 /// most first.
 fn by_thread_name(
@@ -219,12 +228,7 @@ pub async fn run(plan: &Plan) -> Result<Report, Error> {
         .iter()
         .map(|&p| cpu_time(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let threads_before = plan
-        .target_pids
-        .iter()
-        .map(|&p| thread_times(p))
-        .collect::<Result<Vec<_>, _>>()?
-        .concat();
+    let threads_before = threads_of(&plan.target_pids)?;
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -274,12 +278,7 @@ pub async fn run(plan: &Plan) -> Result<Report, Error> {
         }
         Some(total)
     };
-    let threads_after = plan
-        .target_pids
-        .iter()
-        .map(|&p| thread_times(p))
-        .collect::<Result<Vec<_>, _>>()?
-        .concat();
+    let threads_after = threads_of(&plan.target_pids)?;
     let target_threads = by_thread_name(&threads_before, &threads_after);
     latencies.sort_unstable();
     let pct = |p: f64| {
