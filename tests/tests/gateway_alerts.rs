@@ -1,7 +1,9 @@
 //! The gateway's alert path against the real broker: the alert topic gets
 //! exactly the points the rules file's selectors match (keyed by
 //! measurement), follows edits of the file, keeps the previous rules when
-//! an edit is invalid, and `gateway.alerts = "all"` sends everything.
+//! an edit is invalid, and `gateway.alerts = "all"` sends everything; a
+//! dead alert broker costs points, never writes; SIGTERM flushes what is
+//! still queued.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
-use trident_e2e::{InfluxDb, KafkaTopic, StackEnv, unique_name};
+use trident_e2e::{InfluxDb, KafkaTopic, ServiceProcess, StackEnv, unique_name};
 use trident_service::config::{Config, Service};
 use trident_service::shutdown::Shutdown;
 
@@ -300,4 +302,125 @@ async fn a_dead_alert_broker_drops_and_counts_without_slowing_writes() {
     assert_eq!(depth(&metrics, "alerts"), Some(10.0), "{metrics}");
     assert!(depth(&metrics, "influx").is_some(), "{metrics}");
     assert!(depth(&metrics, "kafka").is_some(), "{metrics}");
+}
+
+/// A TCP forwarder to `target` that holds every connection it accepts,
+/// forwarding nothing, until the returned gate is opened: an alert broker
+/// that is slow to answer, for as long as a test wants.
+fn gated_forwarder(target: String) -> (String, std::sync::Arc<Gate>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let gate = std::sync::Arc::new(Gate::default());
+    let held = gate.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (gate, target) = (held.clone(), target.clone());
+            std::thread::spawn(move || {
+                gate.wait();
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
+                let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
+                else {
+                    return;
+                };
+                std::thread::spawn(move || std::io::copy(&mut client_r, &mut server_w));
+                let (mut server_r, mut client_w) = (server, client);
+                let _ = std::io::copy(&mut server_r, &mut client_w);
+            });
+        }
+    });
+    (addr, gate)
+}
+
+/// Closed until opened, then open for good.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// What the gateway still holds for the alert topic when it is told to
+/// stop is delivered before it exits: here the alert broker answers only
+/// a second after SIGTERM, and every point offered before reaches the
+/// topic. (A process that exits without flushing loses them: the test
+/// runs the gateway binary, not the library in this process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_still_queued_at_sigterm_reach_the_alert_topic() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    let topic = KafkaTopic::create(&env, 2).await.expect("topic");
+    let broker = env
+        .kafka_brokers
+        .split(',')
+        .next()
+        .expect("a broker")
+        .to_owned();
+    let (gated, gate) = gated_forwarder(broker);
+    let work = std::env::temp_dir().join(unique_name("alertflush"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let port = trident_e2e::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut vars = env.vars.clone();
+    for (k, v) in [
+        ("TRIDENT_GATEWAY_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "TRIDENT_GATEWAY_SPOOL_DIR",
+            work.join("spool").to_string_lossy().into_owned(),
+        ),
+        ("TRIDENT_GATEWAY_ALERTS", "all".to_owned()),
+        ("TRIDENT_KAFKA_ALERT_TOPIC", topic.name.clone()),
+        ("TRIDENT_KAFKA_ALERT_BROKERS", gated),
+    ] {
+        vars.insert(k.to_owned(), v);
+    }
+    let mut gateway = ServiceProcess::gateway(&vars, &work, &url)
+        .await
+        .expect("gateway");
+    let db = InfluxDb::create(&env).await.expect("database");
+    let mut lines: Vec<String> = (0..20)
+        .map(|i| format!("flush,i={i} v={i} {}", i + 1))
+        .collect();
+    let answer = trident_e2e::post_any(&format!("{url}/write?db={}", db.name), lines.join("\n"))
+        .await
+        .expect("write");
+    assert_eq!(answer.status, 204, "{}", answer.body);
+
+    // Held at the gate: nothing has reached the topic yet.
+    let consumer = env.assigned_consumer(&topic.name, 2).expect("consumer");
+    let early = consumer.poll(Duration::from_secs(1));
+    assert!(early.is_none(), "the alert broker was not reachable yet");
+
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        gate.open();
+    });
+    let log = gateway.log.clone();
+    tokio::task::spawn_blocking(move || gateway.terminate())
+        .await
+        .expect("terminate");
+    let _ = opener.join();
+    let mut got = read_lines(&consumer, lines.len());
+    got.sort();
+    lines.sort();
+    assert_eq!(
+        got,
+        lines,
+        "every point offered before SIGTERM\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&work);
 }
