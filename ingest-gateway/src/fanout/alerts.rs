@@ -201,22 +201,33 @@ impl AlertSink {
             return;
         }
         let rules = self.current();
-        // One payload per measurement, in order of first appearance.
-        let mut groups: HashMap<&str, (Vec<u8>, usize)> = HashMap::new();
-        let mut order: Vec<&str> = Vec::new();
+        // One payload per measurement, in order of first appearance, each
+        // sized before it is filled. A write's points mostly come in runs
+        // of one measurement (Telegraf sends a plugin's points together):
+        // the last group is tried before the index.
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut last = usize::MAX;
         for (i, line) in lines.iter().enumerate() {
             if self.mode == AlertPoints::Matching && !rules.wants(line) {
                 continue;
             }
             let key = line.measurement().raw();
-            let group = groups.entry(key).or_insert_with(|| {
-                order.push(key);
-                (Vec::new(), 0)
-            });
-            routed.append_line(i, &mut group.0);
-            group.1 += 1;
+            if groups.get(last).is_none_or(|g| g.key != key) {
+                last = *index.entry(key).or_insert_with(|| {
+                    groups.push(Group {
+                        key,
+                        lines: Vec::new(),
+                        bytes: 0,
+                    });
+                    groups.len() - 1
+                });
+            }
+            let group = &mut groups[last];
+            group.lines.push(i);
+            group.bytes += routed.size(i);
         }
-        if order.is_empty() {
+        if groups.is_empty() {
             return;
         }
         let now_ms = SystemTime::now()
@@ -224,8 +235,12 @@ impl AlertSink {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
-        for key in order {
-            let (payload, count) = &groups[key];
+        for group in &groups {
+            let mut payload = Vec::with_capacity(group.bytes);
+            for &i in &group.lines {
+                routed.append_line(i, &mut payload);
+            }
+            let count = group.lines.len();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "db",
@@ -235,23 +250,33 @@ impl AlertSink {
                     key: "rp",
                     value: Some(rp),
                 });
-            let record = BaseRecord::with_opaque_to(&self.topic, *count)
-                .key(key)
+            let record = BaseRecord::with_opaque_to(&self.topic, count)
+                .key(group.key)
                 .payload(payload.as_slice())
                 .headers(headers)
                 .timestamp(now_ms);
             match self.producer.send(record) {
                 Ok(()) => {
-                    metrics::counter!("trident_gateway_alert_lines_total").increment(*count as u64)
+                    metrics::counter!("trident_gateway_alert_lines_total").increment(count as u64)
                 }
                 Err((e, _)) => {
                     tracing::debug!(error = %e, "alert point dropped");
                     metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "queue_full")
-                        .increment(*count as u64);
+                        .increment(count as u64);
                 }
             }
         }
     }
+}
+
+/// The lines of one measurement in a write, for one alert record.
+struct Group<'a> {
+    /// The measurement as written: the record's key.
+    key: &'a str,
+    /// Indices of its lines, in order.
+    lines: Vec<usize>,
+    /// Bytes of its payload.
+    bytes: usize,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
