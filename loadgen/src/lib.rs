@@ -202,11 +202,20 @@ fn by_thread_name(
     before: &[(u32, String, Duration)],
     after: &[(u32, String, Duration)],
 ) -> Vec<(String, Duration)> {
-    let start: std::collections::HashMap<u32, Duration> =
-        before.iter().map(|(tid, _, cpu)| (*tid, *cpu)).collect();
+    // By id and name: an id the kernel reuses for a new thread of another
+    // name during the run starts from zero.
+    let start: std::collections::HashMap<(u32, &str), Duration> = before
+        .iter()
+        .map(|(tid, name, cpu)| ((*tid, name.as_str()), *cpu))
+        .collect();
     let mut used: std::collections::BTreeMap<&str, Duration> = Default::default();
     for (tid, name, cpu) in after {
-        let since = cpu.saturating_sub(start.get(tid).copied().unwrap_or_default());
+        let since = cpu.saturating_sub(
+            start
+                .get(&(*tid, name.as_str()))
+                .copied()
+                .unwrap_or_default(),
+        );
         *used.entry(name).or_default() += since;
     }
     let mut used: Vec<(String, Duration)> = used
@@ -351,10 +360,17 @@ mod tests {
             (2, "worker".to_owned(), ms(300)),
             // Started during the run: all of its time counts.
             (3, "worker".to_owned(), ms(50)),
+            // An id reused by a thread of another name: counted from zero.
+            (4, "new".to_owned(), ms(20)),
         ];
+        let before = [before, vec![(4, "old".to_owned(), ms(900))]].concat();
         assert_eq!(
             by_thread_name(&before, &after),
-            vec![("worker".to_owned(), ms(250)), ("main".to_owned(), ms(10))]
+            vec![
+                ("worker".to_owned(), ms(250)),
+                ("new".to_owned(), ms(20)),
+                ("main".to_owned(), ms(10))
+            ]
         );
     }
 

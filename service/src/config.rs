@@ -305,8 +305,8 @@ pub struct GatewayConfig {
     /// `Retry-After` (overload: memory stays bounded, clients back off).
     pub max_inflight_writes: usize,
     /// Bytes of request bodies held at once, as received plus inflated (an
-    /// uncompressed body counts once; a gzip body is counted as it
-    /// inflates, so many at once cannot inflate past this); a write that
+    /// uncompressed body counts once; a gzip body's buffer is counted
+    /// before it grows, never past `max_body_bytes`); a write that
     /// does not fit is answered 503 with `Retry-After`. Node
     /// bodies and records add about twice the inflated size on top. At
     /// least twice `max_body_bytes`, so that the largest write fits.

@@ -1134,8 +1134,9 @@ async fn bytes_beyond_the_inflight_limit_are_told_to_retry() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_told_to_retry(&post(&write, large(3)).await, "max_inflight_bytes");
-    // Compressed, the same write is small on the wire (about 30 KB); it is
-    // counted as it inflates, and stopped there.
+    // Compressed, the same write is small on the wire (about 30 KB) and is
+    // counted inflated: the same answer. (That it stops inflating once
+    // refused is the unit tests' to show: the answer is the same.)
     assert_told_to_retry(
         &post_gzip(&write, large(3).as_bytes()).await,
         "max_inflight_bytes",

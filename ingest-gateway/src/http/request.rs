@@ -239,16 +239,17 @@ pub fn decode_body(
     decode_body_within(raw, gzip, limit, |_| true)
 }
 
-/// Bytes inflated at a time between two [`decode_body_within`] budget
-/// checks: what a body may hold beyond its budget for a moment.
-const INFLATE_STEP: u64 = 256 << 10;
+/// The smallest step by which an inflating body's buffer grows.
+const INFLATE_STEP: usize = 256 << 10;
 
-/// [`decode_body`], asking `reserve(n)` before the inflated body holds
-/// `n` more bytes of memory (its capacity, as it grows) and stopping with
-/// [`RequestError::InflightBytes`] when refused: many gzip bodies at once
-/// stay within the in-flight byte budget while they inflate, not only
-/// once they have (256 writes of 25 MB each would otherwise be held
-/// before any was counted).
+/// [`decode_body`], asking `reserve(n)` before the inflated body's buffer
+/// grows by `n` bytes, and stopping with [`RequestError::InflightBytes`]
+/// when refused. The buffer grows only here, by half its size (at least
+/// [`INFLATE_STEP`], at first four times the compressed size), and never
+/// beyond `limit`: a write of up to `limit` bytes asks for at most `limit`,
+/// and one over `limit` is told so (413), not to retry. What is counted is
+/// the memory held, not the bytes inflated so far; a body the budget
+/// refuses stops inflating there.
 pub fn decode_body_within(
     raw: &[u8],
     gzip: bool,
@@ -261,27 +262,40 @@ pub fn decode_body_within(
         }
         return Ok(std::borrow::Cow::Borrowed(raw));
     }
-    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(limit as u64 + 1);
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    let mut held = 0;
+    let bad_gzip = |e: std::io::Error| RequestError::BadGzip(gzip_error_text(&e));
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw);
+    let mut out: Vec<u8> = Vec::new();
+    let mut len = 0;
     loop {
-        let read = (&mut decoder)
-            .take(INFLATE_STEP)
-            .read_to_end(&mut out)
-            .map_err(|e| RequestError::BadGzip(gzip_error_text(&e)))?;
-        if out.capacity() > held {
-            if !reserve(out.capacity() - held) {
+        if len == out.len() {
+            if len == limit {
+                // Full: one byte more means over the limit.
+                let mut probe = [0u8; 1];
+                if decoder.read(&mut probe).map_err(bad_gzip)? > 0 {
+                    return Err(RequestError::BodyTooLarge { limit });
+                }
+                break;
+            }
+            let grow = if len == 0 {
+                raw.len().saturating_mul(4)
+            } else {
+                len / 2
+            }
+            .max(INFLATE_STEP)
+            .min(limit - len);
+            if !reserve(grow) {
                 return Err(RequestError::InflightBytes);
             }
-            held = out.capacity();
+            out.reserve_exact(grow);
+            out.resize(len + grow, 0);
         }
+        let read = decoder.read(&mut out[len..]).map_err(bad_gzip)?;
         if read == 0 {
             break;
         }
+        len += read;
     }
-    if out.len() > limit {
-        return Err(RequestError::BodyTooLarge { limit });
-    }
+    out.truncate(len);
     Ok(std::borrow::Cow::Owned(out))
 }
 
@@ -425,7 +439,8 @@ mod tests {
             .flat_map(|i| format!("cpu,host=h{i} v={i}\n").into_bytes())
             .collect();
         let packed = gzip(&body);
-        // Every byte of memory the inflated body holds is asked for first.
+        // Every byte of memory the inflated body holds is asked for first,
+        // and not much more than it needs.
         let mut asked = 0;
         let inflated = decode_body_within(&packed, true, 10 << 20, |n| {
             asked += n;
@@ -434,6 +449,25 @@ mod tests {
         .unwrap();
         assert_eq!(inflated.as_ref(), body.as_slice());
         assert!(asked >= body.len(), "{asked} < {}", body.len());
+        assert!(
+            asked < body.len() * 3 / 2 + (256 << 10),
+            "{asked} for {}",
+            body.len()
+        );
+        // A body just under the limit asks for no more than the limit,
+        // and one just over is too large, not an overload.
+        let limit = body.len();
+        let mut asked = 0;
+        decode_body_within(&packed, true, limit, |n| {
+            asked += n;
+            true
+        })
+        .unwrap();
+        assert!(asked <= limit, "{asked} > {limit}");
+        assert_eq!(
+            decode_body_within(&packed, true, limit - 1, |_| true),
+            Err(RequestError::BodyTooLarge { limit: limit - 1 })
+        );
         // A budget of 1 MB stops a 2 MB body early: an overload, not a
         // refusal of the body.
         let mut left = 1usize << 20;
