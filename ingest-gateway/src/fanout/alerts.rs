@@ -201,31 +201,20 @@ impl AlertSink {
             return;
         }
         let rules = self.current();
-        // One payload per measurement, in order of first appearance, each
-        // sized before it is filled. A write's points mostly come in runs
-        // of one measurement (Telegraf sends a plugin's points together):
-        // the last group is tried before the index.
-        let mut groups: Vec<Group<'_>> = Vec::new();
+        // The lines of each measurement, in order of first appearance;
+        // each payload is then joined in one buffer sized once.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut last = usize::MAX;
         for (i, line) in lines.iter().enumerate() {
             if self.mode == AlertPoints::Matching && !rules.wants(line) {
                 continue;
             }
             let key = line.measurement().raw();
-            if groups.get(last).is_none_or(|g| g.key != key) {
-                last = *index.entry(key).or_insert_with(|| {
-                    groups.push(Group {
-                        key,
-                        lines: Vec::new(),
-                        bytes: 0,
-                    });
-                    groups.len() - 1
-                });
-            }
-            let group = &mut groups[last];
-            group.lines.push(i);
-            group.bytes += routed.size(i);
+            let group = *index.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[group].1.push(i);
         }
         if groups.is_empty() {
             return;
@@ -235,12 +224,9 @@ impl AlertSink {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
-        for group in &groups {
-            let mut payload = Vec::with_capacity(group.bytes);
-            for &i in &group.lines {
-                routed.append_line(i, &mut payload);
-            }
-            let count = group.lines.len();
+        for (key, members) in &groups {
+            let payload = routed.joined(members);
+            let count = members.len();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "db",
@@ -251,7 +237,7 @@ impl AlertSink {
                     value: Some(rp),
                 });
             let record = BaseRecord::with_opaque_to(&self.topic, count)
-                .key(group.key)
+                .key(*key)
                 .payload(payload.as_slice())
                 .headers(headers)
                 .timestamp(now_ms);
@@ -267,16 +253,6 @@ impl AlertSink {
             }
         }
     }
-}
-
-/// The lines of one measurement in a write, for one alert record.
-struct Group<'a> {
-    /// The measurement as written: the record's key.
-    key: &'a str,
-    /// Indices of its lines, in order.
-    lines: Vec<usize>,
-    /// Bytes of its payload.
-    bytes: usize,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

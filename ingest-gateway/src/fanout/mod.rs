@@ -160,8 +160,16 @@ impl<'a> Routed<'a> {
 
     /// Line `i` as forwarded, ending in `\n`.
     pub fn text(&self, i: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size(i));
-        self.append_line(i, &mut out);
+        self.joined(&[i])
+    }
+
+    /// Lines `lines` as forwarded, in that order, in one buffer sized
+    /// once.
+    pub fn joined(&self, lines: &[usize]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(lines.iter().map(|&i| self.size(i)).sum());
+        for &i in lines {
+            self.append_line(i, &mut out);
+        }
         out
     }
 }
@@ -200,6 +208,9 @@ mod tests {
         assert_eq!(routed.hash(1), shard_hash(b"http"));
         assert_eq!(routed.text(0), b"cpu,b=2,a=1 v=1 5\n", "forwarded as sent");
         assert_eq!(routed.text(1), b"http,app=shop,host=x ms=3i 6\n");
+        let joined = routed.joined(&[1, 0]);
+        assert_eq!(joined, b"http,app=shop,host=x ms=3i 6\ncpu,b=2,a=1 v=1 5\n");
+        assert_eq!(joined.capacity(), joined.len(), "sized once");
     }
 
     #[test]
