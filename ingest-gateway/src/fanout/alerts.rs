@@ -202,19 +202,25 @@ impl AlertSink {
         }
         let rules = self.current();
         // The lines of each measurement, in order of first appearance;
-        // each payload is then joined in one buffer sized once.
+        // each payload is then joined in one buffer sized once. A write's
+        // points mostly come in runs of one measurement (Telegraf sends a
+        // plugin's points together): the last group is tried before the
+        // hash (without it, scripts/bench-ab: 1.026, 1.000, 1.039, 1.013).
         let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut last = usize::MAX;
         for (i, line) in lines.iter().enumerate() {
             if self.mode == AlertPoints::Matching && !rules.wants(line) {
                 continue;
             }
             let key = line.measurement().raw();
-            let group = *index.entry(key).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
-            });
-            groups[group].1.push(i);
+            if groups.get(last).is_none_or(|(k, _)| *k != key) {
+                last = *index.entry(key).or_insert_with(|| {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                });
+            }
+            groups[last].1.push(i);
         }
         if groups.is_empty() {
             return;
