@@ -221,6 +221,21 @@ async fn bad_input_gets_influxdbs_answers() {
     let found = count_on_nodes(&env, &db.name, "SELECT count(v) FROM cpu").await;
     assert_eq!(found, 1, "the good line, once (replication 1)");
 
+    // A line that is not UTF-8: refused by itself as a partial write, in
+    // Trident's words (1.x would store the bytes; the topics carry text,
+    // docs/decisions.md); the line before it is stored.
+    let (status, text, _) = post(&write, b"cpu v=5 5\ncpu,host=\xff v=6 6\n".to_vec()).await;
+    assert_eq!(status, 400, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("partial write: unable to parse 'cpu,host=")
+            && error.ends_with("the line is not valid UTF-8 dropped=0"),
+        "{text}"
+    );
+    let found = count_on_nodes(&env, &db.name, "SELECT count(v) FROM cpu").await;
+    assert_eq!(found, 2, "the good line of each partial write");
+
     let (status, text, _) = post(&format!("{}/write", gw.url), "cpu v=1").await;
     assert_eq!(
         (status, text.as_str()),
