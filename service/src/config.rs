@@ -881,11 +881,11 @@ impl Config {
         if self.kafka.delivery_timeout.is_zero() {
             return Err(invalid("kafka.delivery_timeout", "must be longer than 0s"));
         }
-        if uses_raw_stream && self.kafka.raw_topic.trim().is_empty() {
-            return Err(invalid("kafka.raw_topic", "must name a topic"));
+        if uses_raw_stream {
+            check_topic("kafka.raw_topic", &self.kafka.raw_topic)?;
         }
-        if uses_alert_stream && self.kafka.alert_topic.trim().is_empty() {
-            return Err(invalid("kafka.alert_topic", "must name a topic"));
+        if uses_alert_stream {
+            check_topic("kafka.alert_topic", &self.kafka.alert_topic)?;
         }
         if service == Service::Downsampler {
             let d = &self.downsampler;
@@ -1049,6 +1049,29 @@ fn invalid(key: &str, reason: &str) -> Error {
         key: key.to_owned(),
         reason: reason.to_owned(),
     }
+}
+
+/// A name Kafka accepts for a topic: 1 to 249 of ASCII letters, digits,
+/// `.`, `_` and `-`, and not `.` or `..`.
+fn check_topic(key: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(invalid(key, "must name a topic"));
+    }
+    let legal = name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !legal {
+        return Err(invalid(
+            key,
+            &format!(
+                "{name:?} is not a Kafka topic name: use 1 to 249 ASCII letters, digits, '.', '_' or '-'"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_http_url(key: &str, url: &str) -> Result<()> {
@@ -1259,6 +1282,24 @@ mod tests {
         config.influx.node_requests = 0;
         let err = config.validate(Service::Gateway).unwrap_err().to_string();
         assert!(err.contains("influx.node_requests"), "{err}");
+        config.influx.node_requests = 2;
+
+        // Topic names go to librdkafka as C strings: Kafka's own rule
+        // keeps NUL (and everything else a broker refuses) out.
+        for bad in ["", "raw topic", "raw\0", "..", &"t".repeat(250)] {
+            config.kafka.raw_topic = bad.to_owned();
+            let err = config.validate(Service::Gateway).unwrap_err().to_string();
+            assert!(err.contains("kafka.raw_topic"), "{bad:?}: {err}");
+        }
+        config.kafka.raw_topic = "trident.raw_v2-eu".to_owned();
+        config.kafka.alert_topic = "alerts/eu".to_owned();
+        let err = config.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.alert_topic") && err.contains("not a Kafka topic name"),
+            "{err}"
+        );
+        config.kafka.alert_topic = "trident.alerts".to_owned();
+        config.validate(Service::Gateway).expect("legal names");
     }
 
     #[test]

@@ -21,27 +21,32 @@
 //! records that carry the newest joined ingest time. Spooled records are
 //! delivered at least once: a record the broker stored but did not
 //! acknowledge in time is produced again.
-use std::borrow::Cow;
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
+use rdkafka::producer::{BaseProducer, Producer, PurgeConfig};
 use tokio::sync::{mpsc, oneshot};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
 use trident_line_protocol::shard_hash;
 
-use super::producer::{Ack, Acks, Awaited, polled};
+use super::producer::{self, Ack, Acks, Awaited, Record, polled};
 use super::{Backoff, GroupLimits, Routed, group_commit};
 use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
 
-/// A partition, the key of its first entry, and its entries joined.
-type PartitionBatch<'a> = (i32, &'a [u8], Cow<'a, [u8]>);
+/// A record on its way to the producer: its partition, the key of its
+/// first entry, its entries' pieces (joined unless there is one) and
+/// their bytes.
+type PartitionBatch<'a> = (i32, &'a [u8], Vec<Bytes>, usize);
+
+/// Keys and payloads of a write's records.
+type Records = Arc<[(Vec<u8>, Bytes)]>;
 
 /// Why the raw topic did not take a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +62,8 @@ pub struct RawSink {
     partitions: Arc<AtomicU32>,
     settings: Arc<ClientConfig>,
     topic: String,
+    /// `topic` for librdkafka.
+    topic_c: Arc<CString>,
     timeout: Duration,
     spool: Spool,
     /// Writes on their way to a produce group; the task starts with the
@@ -82,7 +89,7 @@ struct SharedPart {
     db: String,
     rp: String,
     timestamp_ms: i64,
-    records: Arc<[(Vec<u8>, Vec<u8>)]>,
+    records: Records,
     done: oneshot::Sender<Result<(), KafkaUnavailable>>,
 }
 
@@ -121,12 +128,18 @@ impl RawSink {
             // cut at RECORD_BYTES otherwise.
             .set("message.max.bytes", "2000000")
             .set("message.timeout.ms", timeout.as_millis().to_string());
+        let topic_c = CString::new(topic).map_err(|_| {
+            rdkafka::error::KafkaError::ClientCreation(format!(
+                "the raw topic's name {topic:?} has a NUL byte"
+            ))
+        })?;
         let producer = polled(settings.create_with_context(Acks)?);
         Ok(Self {
             producer: Arc::new(RwLock::new(producer)),
             partitions: Arc::default(),
             settings: Arc::new(settings),
             topic: topic.to_owned(),
+            topic_c: Arc::new(topic_c),
             timeout,
             spool,
             groups: Arc::default(),
@@ -273,8 +286,10 @@ impl RawSink {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default();
         let rp = target.rp.as_deref().unwrap_or("");
-        let records: Arc<[(Vec<u8>, Vec<u8>)]> =
-            batches.into_iter().map(|(k, p)| (k.to_vec(), p)).collect();
+        let records: Records = batches
+            .into_iter()
+            .map(|(k, p)| (k.to_vec(), Bytes::from(p)))
+            .collect();
         if self.spool.is_empty() {
             match self.produce_shared(&target.db, rp, now_ms, &records).await {
                 Ok(()) => return Ok(()),
@@ -309,7 +324,7 @@ impl RawSink {
         db: &str,
         rp: &str,
         timestamp_ms: i64,
-        records: &Arc<[(Vec<u8>, Vec<u8>)]>,
+        records: &Records,
     ) -> Result<(), KafkaUnavailable> {
         let (done, outcome) = oneshot::channel();
         let part = SharedPart {
@@ -367,9 +382,9 @@ impl RawSink {
                 .map(|p| p.timestamp_ms)
                 .max()
                 .unwrap_or_default();
-            let records: Vec<(&[u8], &[u8])> = same
+            let records: Vec<(&[u8], Bytes)> = same
                 .iter()
-                .flat_map(|p| p.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                .flat_map(|p| p.records.iter().map(|(k, v)| (k.as_slice(), v.clone())))
                 .collect();
             if same.len() > 1 {
                 metrics::counter!("trident_gateway_raw_grouped_writes_total")
@@ -390,7 +405,7 @@ impl RawSink {
         db: &str,
         rp: &str,
         timestamp_ms: i64,
-        records: &[(&[u8], &[u8])],
+        records: &[(&[u8], Bytes)],
     ) -> Result<(), KafkaUnavailable> {
         let producer = self.current();
         let attempt = async {
@@ -415,7 +430,7 @@ impl RawSink {
         db: &str,
         rp: &str,
         timestamp_ms: i64,
-        records: &[(&[u8], &[u8])],
+        records: &[(&[u8], Bytes)],
     ) -> Result<oneshot::Receiver<Ack>, KafkaUnavailable> {
         // The entries of each partition joined in their order into records
         // of at most RECORD_BYTES (cut between lines), each keyed by the
@@ -429,38 +444,42 @@ impl RawSink {
             let partition = (shard_hash(key) % n) as usize;
             for chunk in line_chunks(payload, RECORD_BYTES) {
                 match by_partition.get_mut(open[partition]) {
-                    Some((_, _, joined)) if joined.len() + chunk.len() <= RECORD_BYTES => {
-                        joined.to_mut().extend_from_slice(chunk);
+                    Some((_, _, pieces, bytes)) if *bytes + chunk.len() <= RECORD_BYTES => {
+                        *bytes += chunk.len();
+                        pieces.push(chunk);
                     }
                     _ => {
                         open[partition] = by_partition.len();
-                        by_partition.push((partition as i32, key, Cow::Borrowed(chunk)));
+                        let bytes = chunk.len();
+                        by_partition.push((partition as i32, key, vec![chunk], bytes));
                     }
                 }
             }
         }
         let (awaited, outcome) = Awaited::new();
-        for (partition, key, payload) in &by_partition {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "db",
-                    value: Some(db),
-                })
-                .insert(Header {
-                    key: "rp",
-                    value: Some(rp),
-                });
-            let record = BaseRecord::with_opaque_to(&self.topic, awaited.one_more())
-                .partition(*partition)
-                .key(*key)
-                .payload(payload.as_ref())
-                .headers(headers)
-                .timestamp(timestamp_ms);
+        for (partition, key, mut pieces, bytes) in by_partition {
+            let payload = match pieces.pop() {
+                Some(only) if pieces.is_empty() => only,
+                last => {
+                    let mut joined = Vec::with_capacity(bytes);
+                    for piece in pieces.iter().chain(&last) {
+                        joined.extend_from_slice(piece);
+                    }
+                    Bytes::from(joined)
+                }
+            };
+            let record = Record {
+                topic: &self.topic_c,
+                partition,
+                key,
+                db,
+                rp,
+                timestamp_ms,
+            };
             // A record not taken is not delivered either: the outcome
             // stays unsent, as the receiver is dropped with this error.
-            producer
-                .send(record)
-                .map_err(|(e, _)| KafkaUnavailable(e.to_string()))?;
+            producer::send(producer, &record, payload, awaited.one_more())
+                .map_err(|e| KafkaUnavailable(e.to_string()))?;
         }
         awaited.sealed();
         Ok(outcome)
@@ -543,7 +562,13 @@ impl RawSink {
                     String::from_utf8_lossy(run.db),
                     String::from_utf8_lossy(run.rp),
                 );
-                match self.enqueue(&producer, partitions, &db, &rp, run.ts, &run.records) {
+                // Lent to the producer, so copied out of the spool's batch.
+                let records: Vec<(&[u8], Bytes)> = run
+                    .records
+                    .iter()
+                    .map(|&(k, p)| (k, Bytes::copy_from_slice(p)))
+                    .collect();
+                match self.enqueue(&producer, partitions, &db, &rp, run.ts, &records) {
                     Ok(deliveries) => pending.push(Some(deliveries)),
                     Err(e) => {
                         tracing::debug!(error = %e, "replay to the broker failed");
@@ -598,9 +623,10 @@ impl RawSink {
 const RECORD_BYTES: usize = 512 << 10;
 
 /// `payload` (lines, each ending in `\n`) cut between lines into pieces of
-/// at most `max` bytes; a line longer than `max` is a piece of its own.
-fn line_chunks(payload: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
-    let mut rest = payload;
+/// at most `max` bytes (views of it, not copies); a line longer than `max`
+/// is a piece of its own.
+fn line_chunks(payload: &Bytes, max: usize) -> impl Iterator<Item = Bytes> {
+    let mut rest = payload.clone();
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
@@ -616,9 +642,7 @@ fn line_chunks(payload: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
                     .map_or(rest.len(), |i| i + 1),
             }
         };
-        let (piece, tail) = rest.split_at(cut);
-        rest = tail;
-        Some(piece)
+        Some(rest.split_to(cut))
     })
 }
 
@@ -711,8 +735,8 @@ mod tests {
     #[test]
     fn payloads_are_cut_between_lines() {
         let cut = |p: &str, max| -> Vec<String> {
-            line_chunks(p.as_bytes(), max)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
+            line_chunks(&Bytes::copy_from_slice(p.as_bytes()), max)
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
                 .collect()
         };
         assert_eq!(cut("a 1\nb 2\nc 3\n", 100), ["a 1\nb 2\nc 3\n"]);
@@ -724,7 +748,9 @@ mod tests {
             ["a 1\n", "long line\n", "b 2\n"]
         );
         assert_eq!(cut("", 6), Vec::<String>::new());
-        let joined: Vec<u8> = line_chunks(b"x\ny\nz", 2).flatten().copied().collect();
+        let joined: Vec<u8> = line_chunks(&Bytes::from_static(b"x\ny\nz"), 2)
+            .flat_map(|c| c.to_vec())
+            .collect();
         assert_eq!(joined, b"x\ny\nz");
     }
 

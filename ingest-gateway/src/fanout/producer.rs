@@ -9,13 +9,20 @@
 //! with, however long — comes once every [`POLL_FOR`]. The thread holds the
 //! producer only while polling and ends when the last handle is dropped,
 //! so a replaced producer lives on for at most that long, idle.
+//!
+//! Records are handed over with [`send`], which lends librdkafka the
+//! payload instead of having it copied.
 
+use std::ffi::{CStr, c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rdkafka::ClientContext;
-use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use rdkafka::bindings as rdsys;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::oneshot;
 
 /// How long one `poll` call lasts. Each ends with about a millisecond of
@@ -35,10 +42,10 @@ pub type Ack = Result<(), String>;
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
-    type DeliveryOpaque = Arc<Awaited>;
+    type DeliveryOpaque = Box<Lent<Arc<Awaited>>>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, awaited: Self::DeliveryOpaque) {
-        awaited.report(match result {
+    fn delivery(&self, result: &DeliveryResult<'_>, lent: Self::DeliveryOpaque) {
+        lent.then.report(match result {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.to_string()),
         });
@@ -91,6 +98,110 @@ impl Awaited {
             let _ = tx.send(ack);
         }
     }
+}
+
+/// A record's payload, lent to librdkafka until its delivery report, and
+/// what the report is for. The report hands it back (as the delivery
+/// opaque), and dropping it there frees the payload.
+#[derive(Debug)]
+pub struct Lent<T> {
+    payload: Bytes,
+    /// What the delivery report goes to.
+    pub then: T,
+}
+
+/// Where a record goes and what it carries besides its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub topic: &'a CStr,
+    pub partition: i32,
+    pub key: &'a [u8],
+    /// The `db` and `rp` headers.
+    pub db: &'a str,
+    pub rp: &'a str,
+    pub timestamp_ms: i64,
+}
+
+/// Enqueues `record` with `payload` on `producer`; its delivery report
+/// goes to `then`.
+///
+/// Unlike rdkafka's `BaseProducer::send`, which always asks librdkafka for
+/// a copy of the payload (`RD_KAFKA_MSG_F_COPY`: a memmove of every byte
+/// produced, 2 % of the gateway's CPU at 5 000-line writes,
+/// docs/benchmarks.md), this lends it: librdkafka reads the payload in
+/// place until it reports the delivery, and the payload is owned by the
+/// delivery opaque until then. A producer dropped without serving its
+/// reports leaks the payloads it still holds rather than freeing them
+/// under librdkafka.
+///
+/// Only for a producer that reports every delivery: with
+/// `delivery.report.only.error` (the alert producer's setting, where
+/// reports would cost more wake-ups than the copy costs) a delivered
+/// record's payload would never be freed.
+#[allow(unsafe_code)]
+pub fn send<C, T>(
+    producer: &BaseProducer<C>,
+    record: &Record<'_>,
+    payload: Bytes,
+    then: T,
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext<DeliveryOpaque = Box<Lent<T>>>,
+    T: Send + Sync,
+{
+    let lent = Box::new(Lent { payload, then });
+    // The bytes stay where they are while the box, and then librdkafka,
+    // holds them.
+    let (payload_ptr, payload_len) = (lent.payload.as_ptr(), lent.payload.len());
+    let opaque = Box::into_raw(lent);
+    // SAFETY: the arguments are the (type, value) pairs rd_kafka_producev
+    // reads with va_arg, in its C types (int32_t partition, int flags,
+    // size_t lengths, int64_t timestamp, ssize_t header sizes), ended by
+    // RD_KAFKA_VTYPE_END. librdkafka copies the topic name, key and
+    // headers before it returns. Without RD_KAFKA_MSG_F_COPY or _F_FREE
+    // it reads the payload until the delivery report ("the caller must
+    // ensure that the memory backing payload remains valid ... until the
+    // delivery callback is invoked", rdkafka.h): the payload is owned by
+    // `opaque`, which librdkafka hands back only with that report
+    // (rdkafka's delivery callback rebuilds the box with `from_ptr`).
+    let err = unsafe {
+        use rdsys::rd_kafka_vtype_t::*;
+        rdsys::rd_kafka_producev(
+            producer.client().native_ptr(),
+            RD_KAFKA_VTYPE_TOPIC,
+            record.topic.as_ptr(),
+            RD_KAFKA_VTYPE_PARTITION,
+            record.partition,
+            RD_KAFKA_VTYPE_MSGFLAGS,
+            0 as c_int,
+            RD_KAFKA_VTYPE_VALUE,
+            payload_ptr.cast_mut().cast::<c_void>(),
+            payload_len,
+            RD_KAFKA_VTYPE_KEY,
+            record.key.as_ptr().cast_mut().cast::<c_void>(),
+            record.key.len(),
+            RD_KAFKA_VTYPE_OPAQUE,
+            opaque.cast::<c_void>(),
+            RD_KAFKA_VTYPE_TIMESTAMP,
+            record.timestamp_ms,
+            RD_KAFKA_VTYPE_HEADER,
+            c"db".as_ptr(),
+            record.db.as_ptr().cast::<c_void>(),
+            record.db.len() as isize,
+            RD_KAFKA_VTYPE_HEADER,
+            c"rp".as_ptr(),
+            record.rp.as_ptr().cast::<c_void>(),
+            record.rp.len() as isize,
+            RD_KAFKA_VTYPE_END,
+        )
+    };
+    if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Ok(());
+    }
+    // SAFETY: refused, so librdkafka kept no pointer to the opaque or the
+    // payload: the box is ours again, rebuilt once from its own pointer.
+    drop(unsafe { Box::from_raw(opaque) });
+    Err(KafkaError::MessageProduction(err.into()))
 }
 
 /// Starts polling `producer` and returns the handle to use.
