@@ -132,6 +132,41 @@ fn selectors_pick_exactly_their_points() {
 }
 
 #[test]
+fn a_measurement_is_found_the_same_among_few_rules_and_among_many() {
+    // Up to eight measurements are compared one by one, more are hashed:
+    // both must find a rule whatever the line's escaping.
+    let rule = |m: &str| {
+        format!(
+            "[[rules]]\nname = \"r {m}\"\nmeasurement = \"{m}\"\nfield = \"v\"\nop = \">\"\nthreshold = 0\n"
+        )
+    };
+    let few: String = ["c pu", "mem"].iter().map(|m| rule(m)).collect();
+    let many: String = ["c pu", "mem"]
+        .iter()
+        .map(|m| m.to_string())
+        .chain((0..20).map(|i| format!("m{i}")))
+        .map(|m| rule(&m))
+        .collect();
+    let body = "c\\ pu,h=a v=1 1\nmem v=1 2\nmem w=1 3\nm7 v=1 4\nm70 v=1 5\ncpu v=1 6\n";
+    let parsed = lines(body);
+    for (text, expected) in [
+        (few, [true, true, false, false, false, false]),
+        (many, [true, true, false, true, false, false]),
+    ] {
+        let set = RuleSet::parse(&text, "r.toml").expect("valid");
+        let wanted: Vec<bool> = parsed.iter().map(|l| set.wants(l)).collect();
+        assert_eq!(wanted, expected, "{} rules", set.rules().len());
+        let matched: Vec<usize> = parsed.iter().map(|l| set.matching(l).count()).collect();
+        assert_eq!(
+            matched,
+            expected.map(usize::from),
+            "{} rules",
+            set.rules().len()
+        );
+    }
+}
+
+#[test]
 fn regexes_are_unanchored_like_influxql_and_not_regex_negates() {
     let set = RuleSet::parse(
         r#"
