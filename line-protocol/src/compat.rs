@@ -37,10 +37,22 @@ pub struct WriteOutcome {
 /// 1.x's answer for a body whose lines parsed to `results` (in order).
 pub fn write_outcome(body: &[u8], results: &[Result<Line<'_>, ParseError>]) -> WriteOutcome {
     let written = results.iter().filter(|r| r.is_ok()).count();
+    let errors: Vec<&ParseError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    outcome_of(body, written, errors)
+}
+
+/// 1.x's answer for a body of which `written` lines parsed and `errors`
+/// did not (in order): [`write_outcome`] for a caller that kept the two
+/// apart.
+pub fn outcome_of<'e>(
+    body: &[u8],
+    written: usize,
+    errors: impl IntoIterator<Item = &'e ParseError>,
+) -> WriteOutcome {
     let mut parse_errors = Vec::new();
     let mut refused = 0usize;
     let mut last_refusal = None;
-    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+    for e in errors {
         match storage_refusal(body, e) {
             Some(reason) => {
                 refused += 1;
