@@ -35,7 +35,8 @@ wait_http() {
   until curl -sf -o /dev/null "$url"; do
     if [ $SECONDS -ge $deadline ]; then
       echo "$url did not come up" >&2
-      [ -z "$log" ] || tail -5 "$log" >&2
+      # Its last words, without the frames of a backtrace.
+      [ -z "$log" ] || grep -v '^ *[0-9]*: \|^ *at ' "$log" | tail -5 >&2
       exit 1
     fi
     sleep 0.2
