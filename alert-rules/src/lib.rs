@@ -253,10 +253,22 @@ pub struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    by_measurement: HashMap<String, Vec<usize>>,
-    /// The same, in file order, while there are few enough measurements
-    /// for comparing the line's with each to be cheaper than hashing it.
-    few: Option<Vec<(String, Vec<usize>)>>,
+    by_measurement: ByMeasurement,
+}
+
+/// The indices of the rules on each measurement.
+#[derive(Debug, Clone)]
+enum ByMeasurement {
+    /// In file order, while there are few enough measurements for
+    /// comparing a line's with each to be cheaper than hashing it.
+    Few(Vec<(String, Vec<usize>)>),
+    Hashed(HashMap<String, Vec<usize>>),
+}
+
+impl Default for ByMeasurement {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
 }
 
 /// Distinct measurements up to which [`RuleSet`] compares rather than
@@ -306,22 +318,28 @@ impl RuleSet {
             rules.push(rule.0);
         }
         let mut by_measurement: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut in_order: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut in_order: Vec<&str> = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let measurement = &rule.selector.measurement;
-            by_measurement
-                .entry(measurement.clone())
-                .or_default()
-                .push(i);
-            match in_order.iter_mut().find(|(m, _)| m == measurement) {
-                Some((_, of)) => of.push(i),
-                None => in_order.push((measurement.clone(), vec![i])),
+            let of = by_measurement.entry(measurement.clone()).or_default();
+            if of.is_empty() {
+                in_order.push(measurement);
             }
+            of.push(i);
         }
+        let by_measurement = if in_order.len() <= FEW_MEASUREMENTS {
+            ByMeasurement::Few(
+                in_order
+                    .iter()
+                    .map(|&m| (m.to_owned(), by_measurement.remove(m).unwrap_or_default()))
+                    .collect(),
+            )
+        } else {
+            ByMeasurement::Hashed(by_measurement)
+        };
         Ok(Self {
             rules,
             by_measurement,
-            few: (in_order.len() <= FEW_MEASUREMENTS).then_some(in_order),
         })
     }
 
@@ -357,12 +375,12 @@ impl RuleSet {
     /// The indices of the rules on `line`'s measurement.
     fn of_measurement(&self, line: &Line<'_>) -> &[usize] {
         let measurement = line.measurement();
-        let found = match &self.few {
-            Some(few) => few
+        let found = match &self.by_measurement {
+            ByMeasurement::Few(few) => few
                 .iter()
                 .find(|(m, _)| measurement.eq_str(m))
                 .map(|(_, rules)| rules),
-            None => self.by_measurement.get(measurement.as_str().as_ref()),
+            ByMeasurement::Hashed(all) => all.get(measurement.as_str().as_ref()),
         };
         found.map(Vec::as_slice).unwrap_or_default()
     }
