@@ -42,10 +42,10 @@ pub type Ack = Result<(), String>;
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
-    type DeliveryOpaque = Box<Lent<Arc<Awaited>>>;
+    type DeliveryOpaque = Box<Lent>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, lent: Self::DeliveryOpaque) {
-        lent.then.report(match result {
+        lent.awaited.report(match result {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.to_string()),
         });
@@ -101,13 +101,12 @@ impl Awaited {
 }
 
 /// A record's payload, lent to librdkafka until its delivery report, and
-/// what the report is for. The report hands it back (as the delivery
-/// opaque), and dropping it there frees the payload.
+/// the set the record belongs to. The report hands it back (as the
+/// delivery opaque), and dropping it there frees the payload.
 #[derive(Debug)]
-pub struct Lent<T> {
+pub struct Lent {
     payload: Bytes,
-    /// What the delivery report goes to.
-    pub then: T,
+    awaited: Arc<Awaited>,
 }
 
 /// Where a record goes and what it carries besides its payload.
@@ -123,7 +122,7 @@ pub struct Record<'a> {
 }
 
 /// Enqueues `record` with `payload` on `producer`; its delivery report
-/// goes to `then`.
+/// goes to `awaited`.
 ///
 /// Unlike rdkafka's `BaseProducer::send`, which always asks librdkafka for
 /// a copy of the payload (`RD_KAFKA_MSG_F_COPY`: a memmove of every byte
@@ -134,22 +133,18 @@ pub struct Record<'a> {
 /// reports leaks the payloads it still holds rather than freeing them
 /// under librdkafka.
 ///
-/// Only for a producer that reports every delivery: with
-/// `delivery.report.only.error` (the alert producer's setting, where
-/// reports would cost more wake-ups than the copy costs) a delivered
-/// record's payload would never be freed.
+/// The raw producer reports every delivery; the alert producer, which
+/// reports only failures (`delivery.report.only.error`: reports would
+/// cost more wake-ups than the copy), keeps rdkafka's copying `send` — a
+/// delivered record's lent payload would never be freed.
 #[allow(unsafe_code)]
-pub fn send<C, T>(
-    producer: &BaseProducer<C>,
+pub fn send(
+    producer: &BaseProducer<Acks>,
     record: &Record<'_>,
     payload: Bytes,
-    then: T,
-) -> Result<(), KafkaError>
-where
-    C: ProducerContext<DeliveryOpaque = Box<Lent<T>>>,
-    T: Send + Sync,
-{
-    let lent = Box::new(Lent { payload, then });
+    awaited: Arc<Awaited>,
+) -> Result<(), KafkaError> {
+    let lent = Box::new(Lent { payload, awaited });
     // The bytes stay where they are while the box, and then librdkafka,
     // holds them.
     let (payload_ptr, payload_len) = (lent.payload.as_ptr(), lent.payload.len());
