@@ -304,54 +304,31 @@ async fn a_dead_alert_broker_drops_and_counts_without_slowing_writes() {
     assert!(depth(&metrics, "kafka").is_some(), "{metrics}");
 }
 
-/// A TCP forwarder to `target` that holds every connection it accepts,
-/// forwarding nothing, until the returned gate is opened: an alert broker
-/// that is slow to answer, for as long as a test wants.
-fn gated_forwarder(target: String) -> (String, std::sync::Arc<Gate>) {
+/// A TCP forwarder to `target` that accepts no connection until the
+/// returned sender is used (or dropped): until then the kernel completes
+/// the handshakes and the client's requests wait unanswered in the
+/// backlog — an alert broker that is slow to answer, for as long as a
+/// test wants.
+fn gated_forwarder(target: String) -> (String, std::sync::mpsc::Sender<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address").to_string();
-    let gate = std::sync::Arc::new(Gate::default());
-    let held = gate.clone();
+    let (open, opened) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
+        let _ = opened.recv();
         for client in listener.incoming().flatten() {
-            let (gate, target) = (held.clone(), target.clone());
-            std::thread::spawn(move || {
-                gate.wait();
-                let Ok(server) = std::net::TcpStream::connect(&target) else {
-                    return;
-                };
-                let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
-                else {
-                    return;
-                };
-                std::thread::spawn(move || std::io::copy(&mut client_r, &mut server_w));
-                let (mut server_r, mut client_w) = (server, client);
-                let _ = std::io::copy(&mut server_r, &mut client_w);
-            });
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || std::io::copy(&mut client_r, &mut server_w));
+            let (mut server_r, mut client_w) = (server, client);
+            std::thread::spawn(move || std::io::copy(&mut server_r, &mut client_w));
         }
     });
-    (addr, gate)
-}
-
-/// Closed until opened, then open for good.
-#[derive(Default)]
-struct Gate {
-    open: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-}
-
-impl Gate {
-    fn open(&self) {
-        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.opened.notify_all();
-    }
-
-    fn wait(&self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        while !*open {
-            open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
-        }
-    }
+    (addr, open)
 }
 
 /// What the gateway still holds for the alert topic when it is told to
@@ -406,7 +383,7 @@ async fn points_still_queued_at_sigterm_reach_the_alert_topic() {
 
     let opener = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(1));
-        gate.open();
+        let _ = gate.send(());
     });
     let log = gateway.log.clone();
     tokio::task::spawn_blocking(move || gateway.terminate())
