@@ -523,8 +523,9 @@ impl RawSink {
                 self.spool.appended().await;
                 continue;
             }
-            let batch = match self.spool.peek(512, 8 << 20).await {
-                Ok(batch) => batch,
+            let batch: Vec<Bytes> = match self.spool.peek(512, 8 << 20).await {
+                // Records are lent to the producer as views of the entries.
+                Ok(batch) => batch.into_iter().map(Bytes::from).collect(),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the Kafka spool; replay stopped");
                     health.set("sink:kafka", Status::Down, e.to_string());
@@ -562,13 +563,7 @@ impl RawSink {
                     String::from_utf8_lossy(run.db),
                     String::from_utf8_lossy(run.rp),
                 );
-                // Lent to the producer, so copied out of the spool's batch.
-                let records: Vec<(&[u8], Bytes)> = run
-                    .records
-                    .iter()
-                    .map(|&(k, p)| (k, Bytes::copy_from_slice(p)))
-                    .collect();
-                match self.enqueue(&producer, partitions, &db, &rp, run.ts, &records) {
+                match self.enqueue(&producer, partitions, &db, &rp, run.ts, &run.records) {
                     Ok(deliveries) => pending.push(Some(deliveries)),
                     Err(e) => {
                         tracing::debug!(error = %e, "replay to the broker failed");
@@ -647,7 +642,7 @@ fn line_chunks(payload: &Bytes, max: usize) -> impl Iterator<Item = Bytes> {
 }
 
 /// Spool entries grouped into runs, in order.
-fn replay_runs(batch: &[Vec<u8>]) -> Vec<ReplayRun<'_>> {
+fn replay_runs(batch: &[Bytes]) -> Vec<ReplayRun<'_>> {
     let mut runs: Vec<ReplayRun<'_>> = Vec::new();
     for entry in batch {
         let next = ReplayRun::of(entry);
@@ -665,7 +660,8 @@ struct ReplayRun<'a> {
     rp: &'a [u8],
     /// The newest entry's ingest time.
     ts: i64,
-    records: Vec<(&'a [u8], &'a [u8])>,
+    /// Keys, and payloads as views of their entries.
+    records: Vec<(&'a [u8], Bytes)>,
     bytes: usize,
     /// Spool entries in the run; 0 for one unreadable entry.
     entries: usize,
@@ -674,7 +670,7 @@ struct ReplayRun<'a> {
 impl<'a> ReplayRun<'a> {
     /// The run of one spool entry: db, rp, ingest time and records, or
     /// an unreadable entry's empty run.
-    fn of(entry: &'a [u8]) -> Self {
+    fn of(entry: &'a Bytes) -> Self {
         let decoded = spool::decode(entry).and_then(|fields| {
             let ts = i64::from_le_bytes(fields.get(2)?.get(..8)?.try_into().ok()?);
             (fields.len() >= 3 && fields.len() % 2 == 1).then_some((fields, ts))
@@ -689,7 +685,10 @@ impl<'a> ReplayRun<'a> {
                 entries: 0,
             };
         };
-        let records: Vec<(&[u8], &[u8])> = fields[3..].chunks(2).map(|kv| (kv[0], kv[1])).collect();
+        let records: Vec<(&[u8], Bytes)> = fields[3..]
+            .chunks(2)
+            .map(|kv| (kv[0], entry.slice_ref(kv[1])))
+            .collect();
         Self {
             db: fields[0],
             rp: fields[1],
@@ -757,7 +756,7 @@ mod tests {
     #[test]
     fn replay_joins_consecutive_entries_of_one_database_up_to_the_record_limit() {
         let big = "x".repeat(RECORD_BYTES / 2 + 1);
-        let batch = vec![
+        let batch: Vec<Bytes> = [
             entry(
                 "a",
                 10,
@@ -769,7 +768,10 @@ mod tests {
             b"\x09not an entry".to_vec(),
             entry("b", 50, &[("k", &big)]),
             entry("b", 60, &[("k", &big)]),
-        ];
+        ]
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
         let runs = replay_runs(&batch);
         let shape: Vec<(&[u8], usize, usize, i64)> = runs
             .iter()
@@ -788,7 +790,7 @@ mod tests {
         // Records keep the spool's order.
         assert_eq!(
             runs[0].records[2],
-            (&b"cpu,h=1"[..], &b"cpu,h=1 v=2 2\n"[..])
+            (&b"cpu,h=1"[..], Bytes::from_static(b"cpu,h=1 v=2 2\n"))
         );
     }
 }
