@@ -23,7 +23,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
-use trident_line_protocol::Line;
+use trident_line_protocol::{FieldKey, Line};
 
 pub use template::Template;
 
@@ -108,11 +108,15 @@ impl Selector {
     /// Whether `line` carries this selector's field and passes its tag
     /// conditions (the measurement is the caller's to check).
     pub fn matches_fields_and_tags(&self, line: &Line<'_>) -> bool {
-        line.has_field(&self.field)
-            && self.matchers.iter().all(|m| {
-                let value = line.tag(&m.tag);
-                m.matches(value.as_ref().map(|v| v.as_str()).as_deref())
-            })
+        line.has_field(&self.field) && self.matches_tags(line)
+    }
+
+    /// Whether `line` passes this selector's tag conditions.
+    pub fn matches_tags(&self, line: &Line<'_>) -> bool {
+        self.matchers.iter().all(|m| {
+            let value = line.tag(&m.tag);
+            m.matches(value.as_ref().map(|v| v.as_str()).as_deref())
+        })
     }
 
     /// Whether `line` is a point this selector looks at.
@@ -253,6 +257,8 @@ pub struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Rule i's field, prepared for [`RuleSet::wants`]'s search.
+    field_keys: Vec<FieldKey>,
     by_measurement: ByMeasurement,
 }
 
@@ -338,6 +344,10 @@ impl RuleSet {
             ByMeasurement::Hashed(by_measurement)
         };
         Ok(Self {
+            field_keys: rules
+                .iter()
+                .map(|r| FieldKey::new(&r.selector.field))
+                .collect(),
             rules,
             by_measurement,
         })
@@ -367,9 +377,12 @@ impl RuleSet {
     /// Whether some rule looks at `line` (what the gateway's alert path
     /// asks of every point).
     pub fn wants(&self, line: &Line<'_>) -> bool {
-        self.of_measurement(line)
-            .iter()
-            .any(|&i| self.rules[i].selector.matches_fields_and_tags(line))
+        self.of_measurement(line).iter().any(|&i| {
+            self.field_keys
+                .get(i)
+                .is_some_and(|key| line.has_field_key(key))
+                && self.rules[i].selector.matches_tags(line)
+        })
     }
 
     /// The indices of the rules on `line`'s measurement.

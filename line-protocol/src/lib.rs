@@ -48,6 +48,8 @@ pub mod write;
 
 pub use error::{Error, ErrorKind, KeyRole, ParseError, Result};
 pub use keys::{Strategy, series_shard_key, shard_hash, shard_key_of};
-pub use parse::{FieldValue, Fields, Line, Lines, ParseOptions, Tags, Token, parse_lines};
+pub use parse::{
+    FieldKey, FieldValue, Fields, Line, Lines, ParseOptions, Tags, Token, parse_lines,
+};
 pub use precision::Precision;
 pub use write::{LineWriter, Point, Value};

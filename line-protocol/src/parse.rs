@@ -370,6 +370,31 @@ impl<'a> Line<'a> {
         false
     }
 
+    /// Whether the line has the field `key`, as [`Line::has_field`], with
+    /// the search for `key=` prepared once for many lines. A line without
+    /// escapes is searched for `key=` after a comma or at the start of its
+    /// fields (no value but a string can hold either); a line with escapes,
+    /// or whose first match comes after a string value begins, has its
+    /// keys read one by one.
+    pub fn has_field_key(&self, key: &FieldKey) -> bool {
+        let Some(finder) = key.finder.as_ref().filter(|_| !self.has_escapes()) else {
+            return self.has_field(&key.key);
+        };
+        let text = self.field_text().as_bytes();
+        let mut quote = None;
+        for at in finder.find_iter(text) {
+            let first_quote =
+                *quote.get_or_insert_with(|| memchr::memchr(b'"', text).unwrap_or(text.len()));
+            if at > first_quote {
+                return self.has_field(&key.key);
+            }
+            if at == 0 || text.get(at - 1) == Some(&b',') {
+                return true;
+            }
+        }
+        false
+    }
+
     /// How many distinct field keys.
     pub fn field_count(&self) -> usize {
         self.field_count as usize
@@ -401,6 +426,42 @@ impl<'a> Line<'a> {
         self.text
             .get(..self.fields_end as usize)
             .unwrap_or(self.text)
+    }
+}
+
+/// A field key looked for in many lines ([`Line::has_field_key`]).
+#[derive(Debug, Clone)]
+pub struct FieldKey {
+    key: String,
+    /// `key=`, when the key is written in a line as it is (nothing in it
+    /// to escape).
+    finder: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl FieldKey {
+    /// Prepares the search for `key`.
+    pub fn new(key: &str) -> Self {
+        let plain = !key.is_empty()
+            && !key
+                .bytes()
+                .any(|b| matches!(b, b',' | b'=' | b' ' | b'\\' | b'"' | b'\n'));
+        let finder =
+            plain.then(|| memchr::memmem::Finder::new(format!("{key}=").as_bytes()).into_owned());
+        Self {
+            key: key.to_owned(),
+            finder,
+        }
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+}
+
+impl PartialEq for FieldKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
     }
 }
 
@@ -1685,6 +1746,47 @@ mod tests {
         assert!(!line.has_field("usage_user"));
         assert!(!line.has_field("x"));
         assert!(!line.has_field("usage"));
+    }
+
+    /// The prepared search answers as the walk over keys does: a key at
+    /// the start, after a comma, a key that ends another key, `key=` in a
+    /// string before or after the real key, escapes in the line.
+    #[test]
+    fn has_field_key_agrees_with_has_field() {
+        let lines = [
+            r#"cpu,usage_user=t usage\ idle=1,s="usage_user=2,x=3",usage_system=4i"#,
+            "cpu usage_user=1,xusage_user=2",
+            "cpu xusage_user=2,usage_user=1",
+            "cpu xusage_user=2",
+            r#"cpu s="a,usage_user=1",usage_user=3"#,
+            r#"cpu s="a,usage_user=1""#,
+            r#"cpu usage_user=1,s="a,usage_user=1""#,
+            "cpu,usage_user=x v=1",
+            "cpu a=1,b=2,c=3",
+            "cpu c=1,b=2,a=3",
+        ];
+        let keys = [
+            "usage_user",
+            "usage idle",
+            "s",
+            "x",
+            "a",
+            "b",
+            "c",
+            "usage",
+            "user",
+            "",
+        ];
+        for text in lines {
+            let line = crate::test_helpers::one(text);
+            for key in keys {
+                assert_eq!(
+                    line.has_field_key(&FieldKey::new(key)),
+                    line.has_field(key),
+                    "{key:?} in {text:?}"
+                );
+            }
+        }
     }
 
     /// The word-at-a-time scanners agree with a byte loop for every byte

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use trident_line_protocol::test_helpers::one;
-use trident_line_protocol::{FieldValue, Line};
+use trident_line_protocol::{FieldKey, FieldValue, Line};
 
 /// Key and integer value of every field, as the parser yields them.
 fn decoded(line: &Line<'_>) -> Vec<(String, i64)> {
@@ -59,6 +59,36 @@ proptest! {
         prop_assert_eq!(decoded(&line), want);
         for key in KEYS {
             prop_assert_eq!(line.has_field(key), fields.iter().any(|(k, _)| k == key), "{}", key);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The alert path's prepared key search agrees with the walk over keys
+    /// whatever the values: strings that hold `key=` and commas, before or
+    /// after the key, escaped keys, floats, booleans.
+    #[test]
+    fn the_prepared_key_search_agrees_with_the_walk(
+        picks in proptest::collection::vec((0..KEYS.len(), 0..4usize, 0..KEYS.len()), 1..12),
+    ) {
+        let fields: Vec<String> = picks
+            .iter()
+            .map(|&(k, kind, inner)| {
+                let value = match kind {
+                    0 => "1i".to_owned(),
+                    1 => "2.5".to_owned(),
+                    2 => "true".to_owned(),
+                    _ => format!("\"q,{}=1,x\"", written(KEYS[inner])),
+                };
+                format!("{}={value}", written(KEYS[k]))
+            })
+            .collect();
+        let text = format!("m,a=1 {}", fields.join(","));
+        let line = one(&text);
+        for key in KEYS {
+            prop_assert_eq!(line.has_field_key(&FieldKey::new(key)), line.has_field(key), "{}", key);
         }
     }
 }

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trident_line_protocol::{LineWriter, Lines, ParseOptions, Precision, Strategy};
+use trident_line_protocol::{FieldKey, LineWriter, Lines, ParseOptions, Precision, Strategy};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, body)) = data.split_first() else {
@@ -95,6 +95,17 @@ fuzz_target!(|data: &[u8]| {
                 // tag lookups with the tags.
                 for key in &keys {
                     assert!(line.has_field(key), "has_field({key:?})");
+                    assert!(
+                        line.has_field_key(&FieldKey::new(key)),
+                        "has_field_key({key:?})"
+                    );
+                }
+                for key in ["a", "b", "ab", "x", "usage_user"] {
+                    assert_eq!(
+                        line.has_field_key(&FieldKey::new(key)),
+                        line.has_field(key),
+                        "has_field_key({key:?})"
+                    );
                 }
                 for (key, _) in line.tags() {
                     let found = line.tag(&key.as_str()).map(|v| v.as_str().into_owned());
