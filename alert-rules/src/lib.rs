@@ -98,8 +98,9 @@ impl TagMatcher {
 pub struct Selector {
     /// The measurement (exact name).
     pub measurement: String,
-    /// The field (exact key).
-    pub field: String,
+    /// The field (exact key), with its search in a line prepared once:
+    /// the gateway asks it of every point of the measurement.
+    pub field: FieldKey,
     /// Tag conditions; all must hold.
     pub matchers: Vec<TagMatcher>,
 }
@@ -108,15 +109,11 @@ impl Selector {
     /// Whether `line` carries this selector's field and passes its tag
     /// conditions (the measurement is the caller's to check).
     pub fn matches_fields_and_tags(&self, line: &Line<'_>) -> bool {
-        line.has_field(&self.field) && self.matches_tags(line)
-    }
-
-    /// Whether `line` passes this selector's tag conditions.
-    pub fn matches_tags(&self, line: &Line<'_>) -> bool {
-        self.matchers.iter().all(|m| {
-            let value = line.tag(&m.tag);
-            m.matches(value.as_ref().map(|v| v.as_str()).as_deref())
-        })
+        line.has_field_key(&self.field)
+            && self.matchers.iter().all(|m| {
+                let value = line.tag(&m.tag);
+                m.matches(value.as_ref().map(|v| v.as_str()).as_deref())
+            })
     }
 
     /// Whether `line` is a point this selector looks at.
@@ -257,8 +254,6 @@ pub struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    /// Rule i's field, prepared for [`RuleSet::wants`]'s search.
-    field_keys: Vec<FieldKey>,
     by_measurement: ByMeasurement,
 }
 
@@ -344,10 +339,6 @@ impl RuleSet {
             ByMeasurement::Hashed(by_measurement)
         };
         Ok(Self {
-            field_keys: rules
-                .iter()
-                .map(|r| FieldKey::new(&r.selector.field))
-                .collect(),
             rules,
             by_measurement,
         })
@@ -377,12 +368,9 @@ impl RuleSet {
     /// Whether some rule looks at `line` (what the gateway's alert path
     /// asks of every point).
     pub fn wants(&self, line: &Line<'_>) -> bool {
-        self.of_measurement(line).iter().any(|&i| {
-            self.field_keys
-                .get(i)
-                .is_some_and(|key| line.has_field_key(key))
-                && self.rules[i].selector.matches_tags(line)
-        })
+        self.of_measurement(line)
+            .iter()
+            .any(|&i| self.rules[i].selector.matches_fields_and_tags(line))
     }
 
     /// The indices of the rules on `line`'s measurement.
@@ -472,7 +460,7 @@ fn check(rule: RawRule, span: Range<usize>, at: &At<'_>) -> Result<(Rule, Range<
     let name = non_empty(&rule.name, "name", at)?;
     let named = |message: &str| format!("rule \"{name}\": {message}");
     let measurement = non_empty(&rule.measurement, "measurement", at)?;
-    let field = non_empty(&rule.field, "field", at)?;
+    let field = FieldKey::new(&non_empty(&rule.field, "field", at)?);
 
     let mut matchers = Vec::with_capacity(rule.matchers.len());
     for m in rule.matchers {

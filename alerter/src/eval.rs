@@ -185,7 +185,7 @@ impl Engine {
             }
             let Some(value) = line
                 .fields()
-                .find(|(k, _)| k.eq_str(&rule.selector.field))
+                .find(|(k, _)| k.eq_str(rule.selector.field.as_str()))
                 .and_then(|(_, v)| value_of(&v))
             else {
                 continue;

@@ -459,12 +459,6 @@ impl FieldKey {
     }
 }
 
-impl PartialEq for FieldKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-
 /// Which escapes a token uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EscapeSet {
