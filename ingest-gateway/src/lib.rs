@@ -49,9 +49,9 @@ pub enum Error {
     /// The HTTP client for the nodes could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    /// The Kafka producer could not be built.
-    #[error("cannot create the Kafka producer: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka producers' settings cannot be used.
+    #[error("cannot start the Kafka producer: {0}")]
+    Kafka(String),
     /// The alert rules file is unreadable or invalid (`alerter.rules`).
     #[error("{0}")]
     Rules(#[from] trident_alert_rules::Error),
@@ -108,7 +108,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         &config.kafka.compression,
         config.kafka.delivery_timeout,
         raw_spool,
-    )?;
+    )
+    .map_err(|e| Error::Kafka(e.0))?;
     health.set("sink:kafka", Status::Up, "");
     let alerts = fanout::alerts::AlertSink::new(
         config.kafka.alert_brokers(),

@@ -2,10 +2,14 @@
 //! or none — `gateway.alerts`), on the alert stream's own brokers.
 //!
 //! Best effort by design: a write never waits for this path. Records go
-//! into librdkafka's bounded queue (`gateway.alert_queue_records`); when it
-//! is full — the alert brokers are slow or down — the points are dropped
-//! and counted (`trident_gateway_alert_dropped_total`), and delivery
-//! failures are counted by the producer's own thread.
+//! into a queue that one task empties, everything queued meanwhile in one
+//! Produce request (`acks=1`). A request that fails is tried again, with
+//! backoff, until its oldest record is `kafka.delivery_timeout` old; then
+//! its points are dropped and counted
+//! (`trident_gateway_alert_dropped_total{reason="delivery"}`). At most
+//! `gateway.alert_queue_records` records are held, queued or in flight:
+//! while the alert brokers are slow or down, what does not fit is dropped
+//! and counted (`reason="queue_full"`).
 //!
 //! Records are keyed by **measurement**, so every series of a measurement
 //! reaches one partition and one alerter instance can evaluate group-by
@@ -17,45 +21,52 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
-use rdkafka::ClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use trident_alert_rules::RuleSet;
-use trident_line_protocol::Line;
+use trident_kafka_wire::{Compression, Record};
+use trident_line_protocol::{Line, shard_hash};
 use trident_service::config::AlertPoints;
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
-use super::Routed;
+use super::producer::{Producer, Settings};
+use super::{Backoff, Routed};
 use crate::http::request::WriteTarget;
 
-/// Counts what the alert brokers did not take.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CountDrops;
+/// Bytes of records in one Produce request at most.
+const REQUEST_BYTES: usize = 4 << 20;
 
-impl ClientContext for CountDrops {}
-
-impl ProducerContext for CountDrops {
-    /// The number of lines in the record.
-    type DeliveryOpaque = usize;
-
-    /// Only failures are reported (`delivery.report.only.error`).
-    fn delivery(&self, result: &DeliveryResult<'_>, lines: usize) {
-        if result.is_err() {
-            metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "delivery")
-                .increment(lines as u64);
-        }
-    }
+/// One record on its way to the alert topic.
+#[derive(Debug)]
+struct Queued {
+    /// The measurement.
+    key: String,
+    payload: Bytes,
+    lines: usize,
+    db: Arc<str>,
+    rp: Arc<str>,
+    timestamp_ms: i64,
 }
 
 /// Sends points to the alert topic without ever making a write wait.
 #[derive(Clone)]
 pub struct AlertSink {
-    producer: Arc<BaseProducer<CountDrops>>,
+    producer: Producer,
+    /// Where `offer` puts records; the delivering task takes the other
+    /// end when it starts.
+    queue: mpsc::UnboundedSender<Queued>,
+    pending: Arc<Mutex<Option<mpsc::UnboundedReceiver<Queued>>>>,
+    /// Records offered and not yet answered or dropped...
+    queued: Arc<AtomicUsize>,
+    /// ...at most this many.
+    capacity: usize,
+    timeout: Duration,
     topic: String,
     mode: AlertPoints,
     rules: Arc<RwLock<Arc<RuleSet>>>,
@@ -89,18 +100,28 @@ impl AlertSink {
         } else {
             RuleSet::default()
         };
-        let producer: BaseProducer<CountDrops> = ClientConfig::new()
-            .set("bootstrap.servers", brokers.join(","))
-            .set("acks", "1")
-            // Successes are counted when handed over; only failures report.
-            .set("delivery.report.only.error", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", compression)
-            .set("queue.buffering.max.messages", queue_records.to_string())
-            .set("message.timeout.ms", timeout.as_millis().to_string())
-            .create_with_context(CountDrops)?;
+        let compression = Compression::named(compression).ok_or_else(|| {
+            crate::Error::Kafka(format!(
+                "kafka.compression = {compression:?}: the gateway writes none, gzip or lz4"
+            ))
+        })?;
+        let producer = Producer::new(Settings {
+            bootstrap: brokers.to_vec(),
+            topic: topic.to_owned(),
+            acks: 1,
+            idempotent: false,
+            compression,
+            timeout,
+            client_id: "trident-gateway-alerts".to_owned(),
+        });
+        let (queue, pending) = mpsc::unbounded_channel();
         Ok(Self {
-            producer: super::producer::polled(producer),
+            producer,
+            queue,
+            pending: Arc::new(Mutex::new(Some(pending))),
+            queued: Arc::default(),
+            capacity: queue_records,
+            timeout,
             topic: topic.to_owned(),
             mode,
             rules: Arc::new(RwLock::new(Arc::new(rules))),
@@ -130,6 +151,19 @@ impl AlertSink {
         };
         let (status, detail) = describe(self);
         health.set("sink:alerts", status, detail);
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(pending) = pending {
+            tokio::spawn(deliver(
+                self.producer.clone(),
+                pending,
+                self.queued.clone(),
+                self.timeout,
+            ));
+        }
         if self.mode != AlertPoints::Matching || self.rules_path.as_os_str().is_empty() {
             return;
         }
@@ -172,7 +206,7 @@ impl AlertSink {
 
     /// Records queued for the alert topic and not yet delivered.
     pub fn queued(&self) -> usize {
-        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Waits up to `timeout` for the points still queued to reach the
@@ -180,17 +214,15 @@ impl AlertSink {
     /// does not drop what was already offered. What is left then is
     /// logged and dropped (the path is best effort).
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(timeout).map_err(|e| e.to_string()))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-        if let Err(e) = flushed {
-            let queued = self.producer.in_flight_count();
-            tracing::warn!(error = %e, queued, "alert points still queued at shutdown were dropped");
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.queued() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let queued = self.queued();
+        if queued > 0 {
+            tracing::warn!(queued, "alert points still queued at shutdown were dropped");
             metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "shutdown")
-                .increment(u64::try_from(queued).unwrap_or(0));
+                .increment(queued as u64);
         }
     }
 
@@ -229,36 +261,110 @@ impl AlertSink {
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or_default();
-        let rp = target.rp.as_deref().unwrap_or("");
+        let db: Arc<str> = target.db.as_str().into();
+        let rp: Arc<str> = target.rp.as_deref().unwrap_or("").into();
         for (key, members) in &groups {
-            let payload = routed.joined(members);
             let count = members.len();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "db",
-                    value: Some(target.db.as_str()),
-                })
-                .insert(Header {
-                    key: "rp",
-                    value: Some(rp),
-                });
-            let record = BaseRecord::with_opaque_to(&self.topic, count)
-                .key(*key)
-                .payload(payload.as_slice())
-                .headers(headers)
-                .timestamp(now_ms);
-            match self.producer.send(record) {
-                Ok(()) => {
-                    metrics::counter!("trident_gateway_alert_lines_total").increment(count as u64)
-                }
-                Err((e, _)) => {
-                    tracing::debug!(error = %e, "alert point dropped");
-                    metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "queue_full")
-                        .increment(count as u64);
-                }
+            let record = Queued {
+                key: (*key).to_owned(),
+                payload: Bytes::from(routed.joined(members)),
+                lines: count,
+                db: db.clone(),
+                rp: rp.clone(),
+                timestamp_ms: now_ms,
+            };
+            let held = self.queued.fetch_add(1, Ordering::Relaxed) < self.capacity;
+            if held && self.queue.send(record).is_ok() {
+                metrics::counter!("trident_gateway_alert_lines_total").increment(count as u64);
+            } else {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!("alert queue full; points dropped");
+                metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "queue_full")
+                    .increment(count as u64);
             }
         }
     }
+}
+
+/// Takes what is queued, all of it (up to [`REQUEST_BYTES`]) in one
+/// request, until every sender is gone. A failed request is tried again
+/// until its oldest record is `timeout` old, then its points are dropped
+/// and counted.
+async fn deliver(
+    producer: Producer,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    queued: Arc<AtomicUsize>,
+    timeout: Duration,
+) {
+    let mut partitions = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1));
+    while let Some(first) = queue.recv().await {
+        let since = Instant::now();
+        let mut bytes = first.payload.len();
+        let mut batch = vec![first];
+        while bytes < REQUEST_BYTES {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += next.payload.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        loop {
+            match produce(&producer, &mut partitions, &batch).await {
+                Ok(()) => {
+                    backoff.reset();
+                    break;
+                }
+                Err(e) if since.elapsed() >= timeout => {
+                    let lines: usize = batch.iter().map(|q| q.lines).sum();
+                    tracing::debug!(error = %e, lines, "alert points dropped");
+                    metrics::counter!("trident_gateway_alert_dropped_total", "reason" => "delivery")
+                        .increment(lines as u64);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "alert points not delivered yet; trying again");
+                    tokio::time::sleep(backoff.next_wait()).await;
+                }
+            }
+        }
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    }
+}
+
+/// Produces `batch`, each record to the partition of its measurement
+/// (XXH3 modulo the topic's partition count, learnt once).
+async fn produce(
+    producer: &Producer,
+    partitions: &mut u32,
+    batch: &[Queued],
+) -> Result<(), String> {
+    if *partitions == 0 {
+        *partitions = producer.partitions().await?;
+    }
+    let headers: Vec<[(&str, &[u8]); 2]> = batch
+        .iter()
+        .map(|q| [("db", q.db.as_bytes()), ("rp", q.rp.as_bytes())])
+        .collect();
+    let n = u64::from(*partitions);
+    let mut by_partition: Vec<Vec<Record<'_>>> = (0..n).map(|_| Vec::new()).collect();
+    for (q, headers) in batch.iter().zip(&headers) {
+        by_partition[(shard_hash(q.key.as_bytes()) % n) as usize].push(Record {
+            key: q.key.as_bytes(),
+            value: q.payload.clone(),
+            timestamp_ms: q.timestamp_ms,
+            headers,
+        });
+    }
+    let batches = by_partition
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(p, r)| (i32::try_from(p).unwrap_or(i32::MAX), r))
+        .collect();
+    producer.produce(batches).await
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

@@ -21,29 +21,26 @@
 //! records that carry the newest joined ingest time. Spooled records are
 //! delivered at least once: a record the broker stored but did not
 //! acknowledge in time is produced again.
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, Producer, PurgeConfig};
 use tokio::sync::{mpsc, oneshot};
+use trident_kafka_wire::{Compression, Record};
 use trident_service::health::{Health, Status};
 use trident_service::shutdown::Shutdown;
 
 use trident_line_protocol::shard_hash;
 
-use super::producer::{self, Ack, Acks, Awaited, Record, polled};
+use super::producer::{Pending, Producer, Settings};
 use super::{Backoff, GroupLimits, Routed, group_commit};
 use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
 
-/// A record on its way to the producer: its partition, the key of its
-/// first entry, its entries' pieces (joined unless there is one) and
-/// their bytes.
-type PartitionBatch<'a> = (i32, &'a [u8], Vec<Bytes>, usize);
+/// A record being gathered: the key of its first entry, its entries'
+/// pieces (joined unless there is one) and their bytes.
+type Pieces<'a> = (&'a [u8], Vec<Bytes>, usize);
 
 /// Keys and payloads of a write's records.
 type Records = Arc<[(Vec<u8>, Bytes)]>;
@@ -56,15 +53,11 @@ pub struct KafkaUnavailable(pub String);
 /// Appends accepted lines to the raw topic.
 #[derive(Clone)]
 pub struct RawSink {
-    /// Replaced after every failed delivery (see [`RawSink::renew`]).
-    producer: Arc<RwLock<Arc<BaseProducer<Acks>>>>,
+    /// Idempotent, `acks=all`; it resets itself after a failure.
+    producer: Producer,
     /// The topic's partition count; 0 until known.
     partitions: Arc<AtomicU32>,
-    settings: Arc<ClientConfig>,
     topic: String,
-    /// `topic` for librdkafka.
-    topic_c: Arc<CString>,
-    timeout: Duration,
     spool: Spool,
     /// Writes on their way to a produce group; the task starts with the
     /// first write.
@@ -116,31 +109,25 @@ impl RawSink {
         compression: &str,
         timeout: Duration,
         spool: Spool,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        let mut settings = ClientConfig::new();
-        settings
-            .set("bootstrap.servers", brokers.join(","))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", compression)
-            .set("linger.ms", "5")
-            // A line may be up to 1 MiB (the parser's limit); records are
-            // cut at RECORD_BYTES otherwise.
-            .set("message.max.bytes", "2000000")
-            .set("message.timeout.ms", timeout.as_millis().to_string());
-        let topic_c = CString::new(topic).map_err(|_| {
-            rdkafka::error::KafkaError::ClientCreation(format!(
-                "the raw topic's name {topic:?} has a NUL byte"
+    ) -> Result<Self, KafkaUnavailable> {
+        let compression = Compression::named(compression).ok_or_else(|| {
+            KafkaUnavailable(format!(
+                "kafka.compression = {compression:?}: the gateway writes none, gzip or lz4"
             ))
         })?;
-        let producer = polled(settings.create_with_context(Acks)?);
-        Ok(Self {
-            producer: Arc::new(RwLock::new(producer)),
-            partitions: Arc::default(),
-            settings: Arc::new(settings),
+        let producer = Producer::new(Settings {
+            bootstrap: brokers.to_vec(),
             topic: topic.to_owned(),
-            topic_c: Arc::new(topic_c),
+            acks: -1,
+            idempotent: true,
+            compression,
             timeout,
+            client_id: "trident-gateway".to_owned(),
+        });
+        Ok(Self {
+            producer,
+            partitions: Arc::default(),
+            topic: topic.to_owned(),
             spool,
             groups: Arc::default(),
         })
@@ -151,43 +138,10 @@ impl RawSink {
         &self.spool
     }
 
-    /// Records handed to the producer and not yet acknowledged (its queue
-    /// depth; the spool is counted apart).
+    /// Records sent and not yet acknowledged (the producer's queue depth;
+    /// the spool is counted apart).
     pub fn queued(&self) -> usize {
-        usize::try_from(self.current().in_flight_count()).unwrap_or(0)
-    }
-
-    /// Swaps in a new producer after a failed delivery. An idempotent
-    /// producer whose records timed out carries sequence numbers and a
-    /// bumped epoch the broker never saw; a new one starts clean (a new
-    /// producer id). tansu 0.6 even stops serving produce requests after
-    /// such a producer writes to it once it restarted (docs/decisions.md).
-    ///
-    /// Only if `failed` is still the producer in use: dropping a producer
-    /// purges what is in flight on it, so the other produce groups that
-    /// fail with it must not each renew again and purge the fresh one.
-    fn renew(&self, failed: &Arc<BaseProducer<Acks>>) {
-        {
-            let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
-            if !Arc::ptr_eq(&current, failed) {
-                return;
-            }
-            match self
-                .settings
-                .create_with_context::<Acks, BaseProducer<Acks>>(Acks)
-            {
-                Ok(fresh) => *current = polled(fresh),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create a new Kafka producer");
-                    return;
-                }
-            }
-        }
-        // Its polling thread keeps the replaced producer alive for up to
-        // 30 s: what it still holds fails now, as if it were dropped, so
-        // that none of it reaches a broker that comes back meanwhile (the
-        // writes waiting for it are spooled).
-        failed.purge(PurgeConfig::default().queue().inflight());
+        self.producer.in_flight()
     }
 
     /// The raw topic's partition count, asked of the broker the first
@@ -197,38 +151,11 @@ impl RawSink {
         if known > 0 {
             return Ok(known);
         }
-        let producer = self.current();
-        let (topic, timeout) = (self.topic.clone(), self.timeout);
-        let count = tokio::task::spawn_blocking(move || {
-            let metadata = producer
-                .client()
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| KafkaUnavailable(format!("cannot read the topic's metadata: {e}")))?;
-            let partitions = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map_or(0, |t| t.partitions().len());
-            u32::try_from(partitions)
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    KafkaUnavailable(format!(
-                        "topic {topic} has no partitions: create it (kafka.raw_topic)"
-                    ))
-                })
-        })
-        .await
-        .map_err(|e| KafkaUnavailable(e.to_string()))??;
+        let count = self.producer.partitions().await.map_err(|e| {
+            KafkaUnavailable(format!("cannot read the metadata of {}: {e}", self.topic))
+        })?;
         self.partitions.store(count, Ordering::Release);
         Ok(count)
-    }
-
-    fn current(&self) -> Arc<BaseProducer<Acks>> {
-        self.producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 
     /// Appends the routed lines to the topic — one record per partition,
@@ -407,98 +334,79 @@ impl RawSink {
         timestamp_ms: i64,
         records: &[(&[u8], Bytes)],
     ) -> Result<(), KafkaUnavailable> {
-        let producer = self.current();
-        let attempt = async {
-            let partitions = self.partition_count().await?;
-            let deliveries = self.enqueue(&producer, partitions, db, rp, timestamp_ms, records)?;
-            self.acknowledged(deliveries).await
-        };
-        let result = attempt.await;
-        if result.is_err() {
-            self.renew(&producer);
-        }
-        result
+        let partitions = self.partition_count().await?;
+        self.send(partitions, db, rp, timestamp_ms, records)
+            .await?
+            .wait()
+            .await
+            .map_err(KafkaUnavailable)
     }
 
-    /// Hands `records` to the producer, each to the partition of its key
-    /// (XXH3 of the shard key modulo `partitions`, the hash placement uses
-    /// too); many are in flight at once.
-    fn enqueue(
+    /// Sends `records`, each to the partition of its key (XXH3 of the
+    /// shard key modulo `partitions`, the hash placement uses too), every
+    /// partition in one request; the acknowledgement comes with
+    /// [`Pending::wait`].
+    async fn send(
         &self,
-        producer: &BaseProducer<Acks>,
         partitions: u32,
         db: &str,
         rp: &str,
         timestamp_ms: i64,
         records: &[(&[u8], Bytes)],
-    ) -> Result<oneshot::Receiver<Ack>, KafkaUnavailable> {
+    ) -> Result<Pending, KafkaUnavailable> {
         // The entries of each partition joined in their order into records
         // of at most RECORD_BYTES (cut between lines), each keyed by the
-        // key of the entry it starts with; the producer keeps a
-        // partition's records in order.
+        // key of the entry it starts with; a partition's records stay in
+        // order in its batch.
+        let headers: [(&str, &[u8]); 2] = [("db", db.as_bytes()), ("rp", rp.as_bytes())];
         let n = u64::from(partitions.max(1));
-        let mut by_partition: Vec<PartitionBatch<'_>> = Vec::new();
-        // Each partition's newest record in `by_partition`.
-        let mut open = vec![usize::MAX; n as usize];
+        // Per partition: its records, each as pieces and their bytes.
+        let mut by_partition: Vec<Vec<Pieces<'_>>> = vec![Vec::new(); n as usize];
         for (key, payload) in records {
             let partition = (shard_hash(key) % n) as usize;
             for chunk in line_chunks(payload, RECORD_BYTES) {
-                match by_partition.get_mut(open[partition]) {
-                    Some((_, _, pieces, bytes)) if *bytes + chunk.len() <= RECORD_BYTES => {
+                match by_partition[partition].last_mut() {
+                    Some((_, pieces, bytes)) if *bytes + chunk.len() <= RECORD_BYTES => {
                         *bytes += chunk.len();
                         pieces.push(chunk);
                     }
                     _ => {
-                        open[partition] = by_partition.len();
                         let bytes = chunk.len();
-                        by_partition.push((partition as i32, key, vec![chunk], bytes));
+                        by_partition[partition].push((key, vec![chunk], bytes));
                     }
                 }
             }
         }
-        let (awaited, outcome) = Awaited::new();
-        for (partition, key, mut pieces, bytes) in by_partition {
-            let payload = match pieces.pop() {
-                Some(only) if pieces.is_empty() => only,
-                last => {
-                    let mut joined = Vec::with_capacity(bytes);
-                    for piece in pieces.iter().chain(&last) {
-                        joined.extend_from_slice(piece);
-                    }
-                    Bytes::from(joined)
-                }
-            };
-            let record = Record {
-                topic: &self.topic_c,
-                partition,
-                key,
-                db,
-                rp,
-                timestamp_ms,
-            };
-            // A record not taken is not delivered either: the outcome
-            // stays unsent, as the receiver is dropped with this error.
-            producer::send(producer, &record, payload, awaited.one_more())
-                .map_err(|e| KafkaUnavailable(e.to_string()))?;
-        }
-        awaited.sealed();
-        Ok(outcome)
-    }
-
-    /// Waits for the broker's acknowledgement of every record of a set.
-    async fn acknowledged(&self, outcome: oneshot::Receiver<Ack>) -> Result<(), KafkaUnavailable> {
-        // Enqueued together, so librdkafka times them out together
-        // (`message.timeout.ms`): one deadline, one timer, for all.
-        let all = async {
-            match outcome.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(KafkaUnavailable(e)),
-                Err(_) => Err(KafkaUnavailable("the producer was dropped".into())),
-            }
-        };
-        tokio::time::timeout(self.timeout + Duration::from_secs(1), all)
-            .await
-            .unwrap_or_else(|_| Err(KafkaUnavailable("no acknowledgement in time".into())))
+        let batches: Vec<(i32, Vec<Record<'_>>)> = by_partition
+            .into_iter()
+            .enumerate()
+            .filter(|(_, records)| !records.is_empty())
+            .map(|(partition, records)| {
+                let records = records
+                    .into_iter()
+                    .map(|(key, mut pieces, bytes)| {
+                        let value = match pieces.pop() {
+                            Some(only) if pieces.is_empty() => only,
+                            last => {
+                                let mut joined = Vec::with_capacity(bytes);
+                                for piece in pieces.iter().chain(&last) {
+                                    joined.extend_from_slice(piece);
+                                }
+                                Bytes::from(joined)
+                            }
+                        };
+                        Record {
+                            key,
+                            value,
+                            timestamp_ms,
+                            headers: &headers,
+                        }
+                    })
+                    .collect();
+                (i32::try_from(partition).unwrap_or(i32::MAX), records)
+            })
+            .collect();
+        self.producer.send(batches).await.map_err(KafkaUnavailable)
     }
 
     /// Starts the replayer; it stops when `shutdown` fires.
@@ -536,7 +444,6 @@ impl RawSink {
             // keeps each partition in order), then the acknowledgements
             // in spool order: the entries acknowledged up to the first
             // failure are removed.
-            let producer = self.current();
             let partitions = match self.partition_count().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -563,7 +470,7 @@ impl RawSink {
                     String::from_utf8_lossy(run.db),
                     String::from_utf8_lossy(run.rp),
                 );
-                match self.enqueue(&producer, partitions, &db, &rp, run.ts, &run.records) {
+                match self.send(partitions, &db, &rp, run.ts, &run.records).await {
                     Ok(deliveries) => pending.push(Some(deliveries)),
                     Err(e) => {
                         tracing::debug!(error = %e, "replay to the broker failed");
@@ -576,7 +483,7 @@ impl RawSink {
             for (run, deliveries) in runs.iter().zip(pending) {
                 match deliveries {
                     Some(deliveries) => {
-                        if let Err(e) = self.acknowledged(deliveries).await {
+                        if let Err(e) = deliveries.wait().await {
                             tracing::debug!(error = %e, "replay to the broker failed");
                             failed = true;
                             break;
@@ -592,9 +499,6 @@ impl RawSink {
                 delivered += run.entries.max(1);
             }
             let bytes: u64 = batch.iter().take(delivered).map(|e| e.len() as u64).sum();
-            if failed {
-                self.renew(&producer);
-            }
             if delivered > 0
                 && let Err(e) = self.spool.remove(delivered, bytes).await
             {
@@ -612,9 +516,9 @@ impl RawSink {
 }
 
 /// Bytes of lines in one record at most (a longer line is a record of its
-/// own). librdkafka refuses records over `message.max.bytes` (1 MB by
-/// default, and Kafka brokers default to about the same): a write with
-/// more for one partition becomes several records.
+/// own). Kafka brokers refuse records over `message.max.bytes` (about
+/// 1 MB by default): a write with more for one partition becomes several
+/// records.
 const RECORD_BYTES: usize = 512 << 10;
 
 /// `payload` (lines, each ending in `\n`) cut between lines into pieces of

@@ -1,219 +1,616 @@
-//! librdkafka producers polled by a thread of our own.
+//! A Kafka producer on the gateway's own runtime: every partition of a
+//! write in one Produce request per leader broker.
 //!
-//! rdkafka's `FutureProducer` and `ThreadedProducer` poll every 100 ms, and
-//! each poll spins through its last millisecond (the remaining time rounds
-//! down to a 0 ms wait): a constant cost that was a fifth of the gateway's
-//! CPU at 15 000 lines/s (docs/benchmarks.md). Here a thread polls with a
-//! long timeout: deliveries are still handled at once (every event is
-//! dispatched as it arrives), and the spin — which every `poll` call ends
-//! with, however long — comes once every [`POLL_FOR`]. The thread holds the
-//! producer only while polling and ends when the last handle is dropped,
-//! so a replaced producer lives on for at most that long, idle.
+//! librdkafka sends one Produce request per partition and hands every
+//! record through its own broker threads (a queue, a wake-up pipe and a
+//! poll per request): at eight raw partitions a write that was a fifth
+//! of the gateway's CPU (docs/benchmarks.md). Here the task that serves a
+//! write encodes one record batch per partition
+//! ([`trident_kafka_wire::batch`]) and writes them, with the values lent
+//! rather than copied, in one request to each leader; a task per
+//! connection reads the answers and wakes whoever waits for them.
 //!
-//! Records are handed over with [`send`], which lends librdkafka the
-//! payload instead of having it copied.
+//! **Idempotence** (the raw topic): the producer asks the broker for a
+//! producer id and epoch (InitProducerId) and stamps each partition's
+//! batches with consecutive sequence numbers, so that a batch the broker
+//! stored twice (sent again on a new connection, say) is stored once.
+//! Requests on a connection are answered in order, and several may be in
+//! flight (the broker keeps up to five per partition in order).
+//!
+//! **Failure**: any failure — no connection, no answer within the
+//! timeout, an error code — fails the request *and resets the producer*:
+//! its connections are closed (what was in flight on them fails too), and
+//! the next request starts from fresh metadata and a new producer id, so
+//! no sequence gap or stale epoch reaches a broker that comes back (tansu
+//! 0.6 stops serving produce requests after one, docs/decisions.md). The
+//! callers spool what failed and produce it again later: delivery after
+//! a failure is at least once, as the design allows.
 
-use std::ffi::{CStr, c_int, c_void};
+use std::collections::{BTreeMap, HashMap};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::ClientContext;
-use rdkafka::bindings as rdsys;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use trident_kafka_wire::{self as wire, ApiKey, Compression, Record, Sequence};
 
-/// How long one `poll` call lasts. Each ends with about a millisecond of
-/// busy polling (rdkafka counts the remaining time down in whole
-/// milliseconds, so the last one is a loop of non-blocking polls): with
-/// 2 s that was 0.45 ms of CPU a second per producer, idle or not — over
-/// half of an idle gateway's CPU (docs/benchmarks.md).
-const POLL_FOR: Duration = Duration::from_secs(30);
+/// Answers larger than this end the connection (a Produce answer is a
+/// few bytes per partition; Metadata a few per partition and broker).
+const MAX_ANSWER: usize = 64 << 20;
 
-/// Hands each delivery report to the request waiting for it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Acks;
+/// Bytes of values in one record batch at most: Kafka brokers refuse a
+/// batch over `message.max.bytes` (1 MiB and 12 bytes by default) and take
+/// one batch per partition in a request, so a write with more for one
+/// partition is several requests. (A single larger record is a batch of
+/// its own, which such a broker refuses.)
+const BATCH_BYTES: usize = 960 << 10;
 
-/// What a waiting request receives: `Err` with librdkafka's words.
-pub type Ack = Result<(), String>;
+/// The connection that serves Metadata and InitProducerId: the first
+/// bootstrap broker that answers.
+const ANY_BROKER: i32 = -1;
 
-impl ClientContext for Acks {}
+/// Encoded batches for one broker: (partition, pieces).
+type Batches = Vec<(i32, Vec<Bytes>)>;
 
-impl ProducerContext for Acks {
-    type DeliveryOpaque = Box<Lent>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, lent: Self::DeliveryOpaque) {
-        lent.awaited.report(match result {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(e.to_string()),
-        });
-    }
+/// What a producer is for.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `host:port` of the brokers to ask for metadata.
+    pub bootstrap: Vec<String>,
+    pub topic: String,
+    /// -1: every in-sync replica; 1: the leader.
+    pub acks: i16,
+    pub idempotent: bool,
+    pub compression: Compression,
+    /// How long an answer may take (also the broker's own timeout).
+    pub timeout: Duration,
+    pub client_id: String,
 }
 
-/// The records one request waits for, with one outcome: the first
-/// failure, or success once the last is acknowledged. One wake-up of the
-/// waiting task per set, not one per record.
+/// A producer for one topic.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
 #[derive(Debug)]
-pub struct Awaited {
-    /// Records not yet acknowledged, plus one while they are handed over.
-    left: AtomicUsize,
-    outcome: Mutex<Option<oneshot::Sender<Ack>>>,
+struct Inner {
+    settings: Settings,
+    state: tokio::sync::Mutex<State>,
+    /// Records sent and not yet answered.
+    in_flight: AtomicUsize,
 }
 
-impl Awaited {
-    /// An empty set, held open until [`Awaited::sealed`], and where its
-    /// outcome arrives.
-    pub fn new() -> (Arc<Self>, oneshot::Receiver<Ack>) {
-        let (tx, rx) = oneshot::channel();
-        let awaited = Self {
-            left: AtomicUsize::new(1),
-            outcome: Mutex::new(Some(tx)),
-        };
-        (Arc::new(awaited), rx)
-    }
+/// What the producer knows, changed only under its lock (so that batches
+/// are stamped in the order they are written).
+#[derive(Debug, Default)]
+struct State {
+    /// Increases with every reset; a failure resets only the generation
+    /// it happened in.
+    generation: u64,
+    /// The leader of each partition (index = partition); empty until
+    /// asked.
+    leaders: Vec<i32>,
+    /// `host:port` of each broker.
+    brokers: HashMap<i32, String>,
+    connections: HashMap<i32, Connection>,
+    /// Producer id and epoch (idempotent producers).
+    id: Option<(i64, i16)>,
+    /// The next sequence number of each partition.
+    sequences: Vec<i32>,
+    correlation: i32,
+}
 
-    /// One more record to wait for: its delivery opaque.
-    pub fn one_more(self: &Arc<Self>) -> Arc<Self> {
-        self.left.fetch_add(1, Ordering::Relaxed);
-        self.clone()
-    }
+/// Requests written and the answers they wait for.
+#[derive(Debug)]
+#[must_use = "the records are delivered only when `Pending::wait` says so"]
+pub struct Pending {
+    generation: u64,
+    answers: Vec<oneshot::Receiver<Result<Bytes, String>>>,
+    in_flight: InFlight,
+}
 
-    /// Every record is handed over: the outcome may be sent.
-    pub fn sealed(&self) {
-        self.report(Ok(()));
-    }
+/// Records counted in flight until this is dropped (answered, failed, or
+/// no longer waited for).
+#[derive(Debug)]
+struct InFlight {
+    inner: Arc<Inner>,
+    records: usize,
+}
 
-    fn report(&self, ack: Ack) {
-        let settled = ack.is_err() || self.left.fetch_sub(1, Ordering::AcqRel) == 1;
-        if settled
-            && let Some(tx) = self
-                .outcome
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-        {
-            // The request may have given up waiting; nothing to do then.
-            let _ = tx.send(ack);
+impl InFlight {
+    fn new(inner: &Arc<Inner>, records: usize) -> Self {
+        inner.in_flight.fetch_add(records, Ordering::Relaxed);
+        Self {
+            inner: inner.clone(),
+            records,
         }
     }
 }
 
-/// A record's payload, lent to librdkafka until its delivery report, and
-/// the set the record belongs to. The report hands it back (as the
-/// delivery opaque), and dropping it there frees the payload.
-#[derive(Debug)]
-pub struct Lent {
-    payload: Bytes,
-    awaited: Arc<Awaited>,
-}
-
-/// Where a record goes and what it carries besides its payload.
-#[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    pub topic: &'a CStr,
-    pub partition: i32,
-    pub key: &'a [u8],
-    /// The `db` and `rp` headers.
-    pub db: &'a str,
-    pub rp: &'a str,
-    pub timestamp_ms: i64,
-}
-
-/// Enqueues `record` with `payload` on `producer`; its delivery report
-/// goes to `awaited`.
-///
-/// Unlike rdkafka's `BaseProducer::send`, which always asks librdkafka for
-/// a copy of the payload (`RD_KAFKA_MSG_F_COPY`: a memmove of every byte
-/// produced, 2 % of the gateway's CPU at 5 000-line writes,
-/// docs/benchmarks.md), this lends it: librdkafka reads the payload in
-/// place until it reports the delivery, and the payload is owned by the
-/// delivery opaque until then. A producer dropped without serving its
-/// reports leaks the payloads it still holds rather than freeing them
-/// under librdkafka.
-///
-/// The raw producer reports every delivery; the alert producer, which
-/// reports only failures (`delivery.report.only.error`: reports would
-/// cost more wake-ups than the copy), keeps rdkafka's copying `send` — a
-/// delivered record's lent payload would never be freed.
-#[allow(unsafe_code)]
-pub fn send(
-    producer: &BaseProducer<Acks>,
-    record: &Record<'_>,
-    payload: Bytes,
-    awaited: Arc<Awaited>,
-) -> Result<(), KafkaError> {
-    let lent = Box::new(Lent { payload, awaited });
-    // The bytes stay where they are while the box, and then librdkafka,
-    // holds them.
-    let (payload_ptr, payload_len) = (lent.payload.as_ptr(), lent.payload.len());
-    let opaque = Box::into_raw(lent);
-    // SAFETY: the arguments are the (type, value) pairs rd_kafka_producev
-    // reads with va_arg, in its C types (int32_t partition, int flags,
-    // size_t lengths, int64_t timestamp, ssize_t header sizes), ended by
-    // RD_KAFKA_VTYPE_END. librdkafka copies the topic name, key and
-    // headers before it returns. Without RD_KAFKA_MSG_F_COPY or _F_FREE
-    // it reads the payload until the delivery report ("the caller must
-    // ensure that the memory backing payload remains valid ... until the
-    // delivery callback is invoked", rdkafka.h): the payload is owned by
-    // `opaque`, which librdkafka hands back only with that report
-    // (rdkafka's delivery callback rebuilds the box with `from_ptr`).
-    let err = unsafe {
-        use rdsys::rd_kafka_vtype_t::*;
-        rdsys::rd_kafka_producev(
-            producer.client().native_ptr(),
-            RD_KAFKA_VTYPE_TOPIC,
-            record.topic.as_ptr(),
-            RD_KAFKA_VTYPE_PARTITION,
-            record.partition,
-            RD_KAFKA_VTYPE_MSGFLAGS,
-            0 as c_int,
-            RD_KAFKA_VTYPE_VALUE,
-            payload_ptr.cast_mut().cast::<c_void>(),
-            payload_len,
-            RD_KAFKA_VTYPE_KEY,
-            record.key.as_ptr().cast_mut().cast::<c_void>(),
-            record.key.len(),
-            RD_KAFKA_VTYPE_OPAQUE,
-            opaque.cast::<c_void>(),
-            RD_KAFKA_VTYPE_TIMESTAMP,
-            record.timestamp_ms,
-            RD_KAFKA_VTYPE_HEADER,
-            c"db".as_ptr(),
-            record.db.as_ptr().cast::<c_void>(),
-            record.db.len() as isize,
-            RD_KAFKA_VTYPE_HEADER,
-            c"rp".as_ptr(),
-            record.rp.as_ptr().cast::<c_void>(),
-            record.rp.len() as isize,
-            RD_KAFKA_VTYPE_END,
-        )
-    };
-    if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Ok(());
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.inner
+            .in_flight
+            .fetch_sub(self.records, Ordering::Relaxed);
     }
-    // SAFETY: refused, so librdkafka kept no pointer to the opaque or the
-    // payload: the box is ours again, rebuilt once from its own pointer.
-    drop(unsafe { Box::from_raw(opaque) });
-    Err(KafkaError::MessageProduction(err.into()))
 }
 
-/// Starts polling `producer` and returns the handle to use.
-pub fn polled<C: ProducerContext + 'static>(producer: BaseProducer<C>) -> Arc<BaseProducer<C>> {
-    let shared = Arc::new(producer);
-    let weak: Weak<BaseProducer<C>> = Arc::downgrade(&shared);
-    let spawned = std::thread::Builder::new()
-        .name("kafka-poll".into())
-        .spawn(move || {
-            while let Some(producer) = weak.upgrade() {
-                producer.poll(POLL_FOR);
+impl Producer {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                state: tokio::sync::Mutex::default(),
+                in_flight: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Records sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The topic's partition count, asked of a broker if not known.
+    pub async fn partitions(&self) -> Result<u32, String> {
+        let mut state = self.inner.state.lock().await;
+        let generation = state.generation;
+        let known = self.inner.metadata(&mut state).await;
+        match known {
+            Ok(()) => Ok(u32::try_from(state.leaders.len()).unwrap_or(u32::MAX)),
+            Err(e) => {
+                self.inner.reset(&mut state, generation);
+                Err(e)
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the Kafka polling thread");
+        }
     }
-    shared
+
+    /// Sends each partition's records (partition, records; none empty) in
+    /// one request per leader and waits for the answers.
+    pub async fn produce(&self, batches: Vec<(i32, Vec<Record<'_>>)>) -> Result<(), String> {
+        self.send(batches).await?.wait().await
+    }
+
+    /// Sends each partition's records in one request per leader; the
+    /// answers come with [`Pending::wait`]. Requests sent one after the
+    /// other are stored in that order.
+    pub async fn send(&self, batches: Vec<(i32, Vec<Record<'_>>)>) -> Result<Pending, String> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let generation = state.generation;
+        let records = batches.iter().map(|(_, r)| r.len()).sum();
+        let in_flight = InFlight::new(inner, records);
+        match inner.send(&mut state, batches).await {
+            Ok(answers) => Ok(Pending {
+                generation,
+                answers,
+                in_flight,
+            }),
+            Err(e) => {
+                inner.reset(&mut state, generation);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Pending {
+    /// Waits for every answer: `Ok` once every partition was stored.
+    pub async fn wait(self) -> Result<(), String> {
+        let Pending {
+            generation,
+            answers,
+            in_flight,
+        } = self;
+        let inner = &in_flight.inner;
+        let timeout = inner.settings.timeout + Duration::from_secs(1);
+        let mut outcome = Ok(());
+        for answer in answers {
+            let body = match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(Ok(body))) => body,
+                Ok(Ok(Err(e))) => {
+                    outcome = Err(e);
+                    break;
+                }
+                Ok(Err(_)) => {
+                    outcome = Err("the connection to the broker was closed".to_owned());
+                    break;
+                }
+                Err(_) => {
+                    outcome = Err(format!("no answer from the broker within {timeout:?}"));
+                    break;
+                }
+            };
+            let stored = wire::produce_answer(&body).map_err(|e| e.to_string());
+            if let Some(e) = stored
+                .and_then(
+                    |partitions| match partitions.iter().find(|p| p.error_code != 0) {
+                        Some(p) => Err(format!(
+                            "the broker did not store {}/{}: {}",
+                            p.topic,
+                            p.partition,
+                            wire::error_name(p.error_code)
+                        )),
+                        None => Ok(()),
+                    },
+                )
+                .err()
+            {
+                outcome = Err(e);
+                break;
+            }
+        }
+        if outcome.is_err() {
+            let mut state = inner.state.lock().await;
+            inner.reset(&mut state, generation);
+        }
+        outcome
+    }
+}
+
+impl Inner {
+    /// Forgets connections, metadata and producer id, unless a reset
+    /// since `generation` already did.
+    fn reset(&self, state: &mut State, generation: u64) {
+        if state.generation != generation {
+            return;
+        }
+        let correlation = state.correlation;
+        *state = State {
+            generation: generation + 1,
+            correlation,
+            ..State::default()
+        };
+    }
+
+    async fn send(
+        &self,
+        state: &mut State,
+        batches: Vec<(i32, Vec<Record<'_>>)>,
+    ) -> Result<Vec<oneshot::Receiver<Result<Bytes, String>>>, String> {
+        self.metadata(state).await?;
+        if self.settings.idempotent && state.id.is_none() {
+            self.init_producer_id(state).await?;
+        }
+        // Each round holds at most one batch per partition (a broker takes
+        // one per partition in a request) of at most BATCH_BYTES (its
+        // `message.max.bytes`); within a round, each leader's partitions
+        // in partition order. Rounds are written in order, so a
+        // partition's sequence numbers rise in the order it is written.
+        let mut rounds: Vec<BTreeMap<i32, Batches>> = Vec::new();
+        for (partition, records) in batches {
+            let index = usize::try_from(partition)
+                .ok()
+                .filter(|&p| p < state.leaders.len())
+                .ok_or_else(|| format!("{} has no partition {partition}", self.settings.topic))?;
+            for (round, records) in cut(&records, BATCH_BYTES).enumerate() {
+                let sequence = match state.id {
+                    Some((producer_id, epoch)) if self.settings.idempotent => {
+                        let base = state.sequences[index];
+                        let count = i32::try_from(records.len()).unwrap_or(i32::MAX);
+                        // Sequence numbers wrap to 0 after i32::MAX.
+                        state.sequences[index] = base
+                            .checked_add(count)
+                            .unwrap_or(count - (i32::MAX - base) - 1);
+                        Sequence {
+                            producer_id,
+                            epoch,
+                            base,
+                        }
+                    }
+                    _ => Sequence::NONE,
+                };
+                let batch = wire::batch::encode(records, sequence, self.settings.compression)
+                    .map_err(|e| e.to_string())?;
+                if rounds.len() <= round {
+                    rounds.push(BTreeMap::new());
+                }
+                rounds[round]
+                    .entry(state.leaders[index])
+                    .or_default()
+                    .push((partition, batch));
+            }
+        }
+        let timeout_ms = i32::try_from(self.settings.timeout.as_millis()).unwrap_or(i32::MAX);
+        let mut answers = Vec::new();
+        for (leader, batches) in rounds.into_iter().flatten() {
+            let body = wire::produce_request(
+                self.settings.acks,
+                timeout_ms,
+                &self.settings.topic,
+                batches,
+            );
+            answers.push(self.request(state, leader, ApiKey::Produce, body).await?);
+        }
+        Ok(answers)
+    }
+
+    /// Learns the topic's partitions and their leaders, if not known.
+    async fn metadata(&self, state: &mut State) -> Result<(), String> {
+        if !state.leaders.is_empty() {
+            return Ok(());
+        }
+        let topic = &self.settings.topic;
+        let body = wire::metadata_request(&[topic]);
+        let answer = self.call(state, ANY_BROKER, ApiKey::Metadata, body).await?;
+        let metadata = wire::metadata_answer(&answer).map_err(|e| e.to_string())?;
+        let found = metadata
+            .topics
+            .iter()
+            .find(|t| &t.name == topic)
+            .ok_or_else(|| format!("the broker did not describe topic {topic}"))?;
+        if found.error_code != 0 || found.partitions.is_empty() {
+            return Err(format!(
+                "topic {topic} is not there ({}): create it",
+                wire::error_name(found.error_code)
+            ));
+        }
+        let mut leaders = vec![-1; found.partitions.len()];
+        for &(index, error, leader) in &found.partitions {
+            let slot = usize::try_from(index)
+                .ok()
+                .and_then(|i| leaders.get_mut(i))
+                .ok_or_else(|| format!("topic {topic}: partition {index} out of range"))?;
+            if error != 0 || leader < 0 {
+                return Err(format!(
+                    "{topic}/{index} has no leader ({})",
+                    wire::error_name(error)
+                ));
+            }
+            *slot = leader;
+        }
+        state.brokers = metadata
+            .brokers
+            .iter()
+            .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
+            .collect();
+        state.sequences = vec![0; leaders.len()];
+        state.leaders = leaders;
+        Ok(())
+    }
+
+    async fn init_producer_id(&self, state: &mut State) -> Result<(), String> {
+        let body = wire::init_producer_id_request();
+        let answer = self
+            .call(state, ANY_BROKER, ApiKey::InitProducerId, body)
+            .await?;
+        let (error, id, epoch) =
+            wire::init_producer_id_answer(&answer).map_err(|e| e.to_string())?;
+        if error != 0 {
+            return Err(format!(
+                "the broker gave no producer id: {}",
+                wire::error_name(error)
+            ));
+        }
+        state.id = Some((id, epoch));
+        state.sequences.iter_mut().for_each(|s| *s = 0);
+        Ok(())
+    }
+
+    /// A request and its answer, waited for.
+    async fn call(
+        &self,
+        state: &mut State,
+        broker: i32,
+        key: ApiKey,
+        body: Vec<u8>,
+    ) -> Result<Bytes, String> {
+        let answer = self
+            .request(state, broker, key, vec![Bytes::from(body)])
+            .await?;
+        match tokio::time::timeout(self.settings.timeout, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err("the connection to the broker was closed".to_owned()),
+            Err(_) => Err(format!(
+                "no answer from the broker within {:?}",
+                self.settings.timeout
+            )),
+        }
+    }
+
+    /// Writes a request to `broker` (connecting first if needed).
+    async fn request(
+        &self,
+        state: &mut State,
+        broker: i32,
+        key: ApiKey,
+        body: Vec<Bytes>,
+    ) -> Result<oneshot::Receiver<Result<Bytes, String>>, String> {
+        state.correlation = state.correlation.wrapping_add(1);
+        let correlation = state.correlation;
+        if !state.connections.get(&broker).is_some_and(Connection::open) {
+            let addresses = if broker == ANY_BROKER {
+                self.settings.bootstrap.clone()
+            } else {
+                let address = state
+                    .brokers
+                    .get(&broker)
+                    .ok_or_else(|| format!("broker {broker} is not in the metadata"))?;
+                vec![address.clone()]
+            };
+            let connection = Connection::open_to(&addresses, self.settings.timeout).await?;
+            state.connections.insert(broker, connection);
+        }
+        let connection = state.connections.get_mut(&broker).ok_or("no connection")?;
+        let len: usize = body.iter().map(Bytes::len).sum();
+        let head = wire::request_head(key, correlation, &self.settings.client_id, len).freeze();
+        let answer = connection.expect(correlation);
+        let written = tokio::time::timeout(
+            self.settings.timeout,
+            write_all(&mut connection.writer, &head, &body),
+        )
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(answer),
+            Ok(Err(e)) => {
+                state.connections.remove(&broker);
+                Err(format!("cannot write to broker {broker}: {e}"))
+            }
+            Err(_) => {
+                state.connections.remove(&broker);
+                Err(format!("broker {broker} did not take a request in time"))
+            }
+        }
+    }
+}
+
+/// `records` cut, in order, into runs of at most `max` bytes of values
+/// (a longer record is a run of its own).
+fn cut<'r, 'a>(records: &'r [Record<'a>], max: usize) -> impl Iterator<Item = &'r [Record<'a>]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .position(|r| {
+                bytes += r.value.len();
+                bytes > max
+            })
+            .map_or(rest.len(), |i| i.max(1));
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// Writes `head` and `body` with as few system calls as the socket
+/// allows.
+async fn write_all(
+    writer: &mut OwnedWriteHalf,
+    head: &Bytes,
+    body: &[Bytes],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(head)
+        .chain(body)
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = writer.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// Who waits for which answer on a connection; `None` once it closed.
+type Waiting = Arc<Mutex<Option<HashMap<i32, oneshot::Sender<Result<Bytes, String>>>>>>;
+
+/// A connection to one broker and the task that reads its answers.
+#[derive(Debug)]
+struct Connection {
+    writer: OwnedWriteHalf,
+    waiting: Waiting,
+    reader: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Connects to the first of `addresses` that accepts.
+    async fn open_to(addresses: &[String], timeout: Duration) -> Result<Self, String> {
+        let mut last = String::from("no broker address configured");
+        for address in addresses {
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    last = format!("cannot connect to the broker at {address}: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    last = format!("no connection to the broker at {address} within {timeout:?}");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (mut read, writer) = stream.into_split();
+            let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
+            let answers = waiting.clone();
+            let address = address.clone();
+            let reader = tokio::spawn(async move {
+                let why = loop {
+                    let mut len = [0u8; 4];
+                    if let Err(e) = read.read_exact(&mut len).await {
+                        break format!("the broker at {address} closed the connection: {e}");
+                    }
+                    let Some(len) = wire::frame_len(&len).filter(|&n| n <= MAX_ANSWER) else {
+                        break format!(
+                            "the broker at {address} sent an answer of impossible length"
+                        );
+                    };
+                    let mut frame = vec![0u8; len];
+                    if let Err(e) = read.read_exact(&mut frame).await {
+                        break format!("the broker at {address} closed the connection: {e}");
+                    }
+                    let frame = Bytes::from(frame);
+                    let Ok((id, body)) = wire::answer(&frame) else {
+                        break format!("the broker at {address} sent an answer without a header");
+                    };
+                    let body = frame.slice_ref(body);
+                    let waiter = lock(&answers).as_mut().and_then(|w| w.remove(&id));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(Ok(body));
+                    }
+                };
+                fail_all(&answers, &why);
+            });
+            return Ok(Self {
+                writer,
+                waiting,
+                reader,
+            });
+        }
+        Err(last)
+    }
+
+    fn open(&self) -> bool {
+        lock(&self.waiting).is_some()
+    }
+
+    /// Where the answer to request `correlation` will arrive.
+    fn expect(&self, correlation: i32) -> oneshot::Receiver<Result<Bytes, String>> {
+        let (tx, rx) = oneshot::channel();
+        match lock(&self.waiting).as_mut() {
+            Some(waiting) => {
+                waiting.insert(correlation, tx);
+            }
+            None => {
+                let _ = tx.send(Err("the connection to the broker was closed".to_owned()));
+            }
+        }
+        rx
+    }
+}
+
+impl Drop for Connection {
+    /// Whatever still waits on a dropped connection fails now.
+    fn drop(&mut self) {
+        self.reader.abort();
+        fail_all(&self.waiting, "the producer was reset after a failure");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fail_all(waiting: &Waiting, why: &str) {
+    if let Some(waiting) = lock(waiting).take() {
+        for (_, tx) in waiting {
+            let _ = tx.send(Err(why.to_owned()));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -221,30 +618,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_outcome_comes_after_the_last_record_and_the_seal() {
-        let (awaited, mut rx) = Awaited::new();
-        let (a, b) = (awaited.one_more(), awaited.one_more());
-        a.report(Ok(()));
-        awaited.sealed();
-        assert!(rx.try_recv().is_err(), "one record is still out");
-        b.report(Ok(()));
-        assert_eq!(rx.try_recv(), Ok(Ok(())));
+    fn records_are_cut_into_batches_the_broker_takes() {
+        let record = |n: usize| Record {
+            key: b"k",
+            value: Bytes::from(vec![b'x'; n]),
+            timestamp_ms: 0,
+            headers: &[],
+        };
+        let records: Vec<Record<'_>> = [4, 4, 3, 9, 1, 1].into_iter().map(record).collect();
+        let runs: Vec<Vec<usize>> = cut(&records, 8)
+            .map(|run| run.iter().map(|r| r.value.len()).collect())
+            .collect();
+        assert_eq!(runs, [vec![4, 4], vec![3], vec![9], vec![1, 1]]);
+        assert_eq!(cut(&[], 8).count(), 0);
     }
 
-    #[test]
-    fn the_first_failure_is_the_outcome() {
-        let (awaited, mut rx) = Awaited::new();
-        let (a, b) = (awaited.one_more(), awaited.one_more());
-        a.report(Err("timed out".into()));
-        b.report(Ok(()));
-        awaited.sealed();
-        assert_eq!(rx.try_recv(), Ok(Err("timed out".into())));
-    }
-
-    #[test]
-    fn an_empty_set_succeeds_when_sealed() {
-        let (awaited, mut rx) = Awaited::new();
-        awaited.sealed();
-        assert_eq!(rx.try_recv(), Ok(Ok(())));
+    #[tokio::test]
+    async fn no_broker_is_a_clear_error() {
+        // A port nothing listens on: bind one and drop it.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = free.local_addr().expect("addr").to_string();
+        drop(free);
+        let producer = Producer::new(Settings {
+            bootstrap: vec![address.clone()],
+            topic: "t".into(),
+            acks: -1,
+            idempotent: true,
+            compression: Compression::None,
+            timeout: Duration::from_secs(2),
+            client_id: "test".into(),
+        });
+        let e = producer.partitions().await.expect_err("nothing listens");
+        assert!(e.contains(&address), "{e}");
+        let records = vec![(
+            0,
+            vec![Record {
+                key: b"k",
+                value: Bytes::from_static(b"v"),
+                timestamp_ms: 0,
+                headers: &[],
+            }],
+        )];
+        assert!(producer.produce(records).await.is_err());
+        assert_eq!(producer.in_flight(), 0);
     }
 }
