@@ -474,6 +474,83 @@ async fn every_accepted_line_is_in_the_raw_topic_once_in_its_shard_keys_partitio
     );
 }
 
+/// The gateway writes its own record batches: under each codec it
+/// offers, librdkafka (the consumers' client) reads back every line with
+/// its key, headers and an ingest-time timestamp; one it does not offer
+/// stops the start with the setting's name.
+#[tokio::test]
+async fn raw_records_read_back_under_every_codec() {
+    let env = StackEnv::load().expect("stack env (scripts/stack up)");
+    for codec in ["none", "gzip", "lz4"] {
+        let topic = KafkaTopic::create(&env, 2).await.expect("topic");
+        let gw = start(
+            &env,
+            &[
+                ("TRIDENT_KAFKA_RAW_TOPIC", &topic.name),
+                ("TRIDENT_KAFKA_COMPRESSION", codec),
+            ],
+        )
+        .await;
+        let db = InfluxDb::create(&env).await.expect("database");
+        let before_ms = chrono_ms();
+        // Enough lines (over 4 KiB a partition) that values are sent as
+        // pieces of their own when not compressed.
+        let sent: Vec<String> = (0..300)
+            .map(|i| {
+                format!(
+                    "codec,host=h{} n={i}i,pad=\"{}\" {}",
+                    i % 7,
+                    "x".repeat(40),
+                    1_000 + i
+                )
+            })
+            .collect();
+        write_ok(&format!("{}/write?db={}", gw.url, db.name), sent.join("\n")).await;
+        let consumer = env.assigned_consumer(&topic.name, 2).expect("consumer");
+        let mut received = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while received.len() < sent.len() && std::time::Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.expect("message");
+            let headers = message.headers().expect("headers");
+            let db_header = headers.iter().find(|h| h.key == "db").and_then(|h| h.value);
+            assert_eq!(db_header, Some(db.name.as_bytes()), "{codec}");
+            let ts = message.timestamp().to_millis().expect("a timestamp");
+            assert!(
+                ts >= before_ms - 1_000 && ts <= chrono_ms() + 1_000,
+                "{codec}: record time {ts} is the ingest time"
+            );
+            assert!(
+                message.key().is_some_and(|k| k.starts_with(b"codec")),
+                "{codec}"
+            );
+            let payload = std::str::from_utf8(message.payload().expect("payload")).expect("utf8");
+            received.extend(payload.lines().map(str::to_owned));
+        }
+        received.sort();
+        let mut expected = sent.clone();
+        expected.sort();
+        assert_eq!(received, expected, "{codec}: every line once");
+    }
+    let config = env.config(&[("TRIDENT_KAFKA_COMPRESSION", "zstd")]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let e = ingest_gateway::run(config, listener, Shutdown::new())
+        .await
+        .expect_err("zstd is not written by the gateway");
+    assert!(e.to_string().contains("kafka.compression"), "{e}");
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// A broker that does not answer: after the delivery timeout the write is
 /// spooled and answered 204, later writes are spooled at once. (The broker
 /// killed and restarted under load: `tests/fault_broker.rs`.)
