@@ -83,7 +83,9 @@ impl<'a> Reader<'a> {
             .ok()
             .filter(|&n| n <= self.buf.len() - self.at)
             .ok_or(Error::BadLength(count.into(), at))?;
-        let mut out = Vec::with_capacity(n);
+        // Reserved for a few items at most: an item takes more memory
+        // than the byte it is known to take on the wire.
+        let mut out = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             out.push(item(self)?);
         }

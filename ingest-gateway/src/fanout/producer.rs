@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,12 @@ struct Inner {
     state: tokio::sync::Mutex<State>,
     /// Records sent and not yet answered.
     in_flight: AtomicUsize,
+    /// Set when a batch was refused or lost (a Produce answer with an
+    /// error, a connection closed or dropped with requests on it): the
+    /// sequence numbers stamped after it have a gap, so the next request
+    /// starts a new generation (new producer id) instead of sending more
+    /// behind it.
+    poisoned: Arc<AtomicBool>,
 }
 
 /// What the producer knows, changed only under its lock (so that batches
@@ -112,7 +118,8 @@ struct State {
 #[must_use = "the records are delivered only when `Pending::wait` says so"]
 pub struct Pending {
     generation: u64,
-    answers: Vec<oneshot::Receiver<Result<Bytes, String>>>,
+    /// Each request's answer and the partitions it must report stored.
+    answers: Vec<Awaited>,
     in_flight: InFlight,
 }
 
@@ -149,6 +156,7 @@ impl Producer {
                 settings,
                 state: tokio::sync::Mutex::default(),
                 in_flight: AtomicUsize::new(0),
+                poisoned: Arc::default(),
             }),
         }
     }
@@ -212,7 +220,7 @@ impl Pending {
         let inner = &in_flight.inner;
         let timeout = inner.settings.timeout + Duration::from_secs(1);
         let mut outcome = Ok(());
-        for answer in answers {
+        for (answer, sent) in answers {
             let body = match tokio::time::timeout(timeout, answer).await {
                 Ok(Ok(Ok(body))) => body,
                 Ok(Ok(Err(e))) => {
@@ -228,21 +236,7 @@ impl Pending {
                     break;
                 }
             };
-            let stored = wire::produce_answer(&body).map_err(|e| e.to_string());
-            if let Some(e) = stored
-                .and_then(
-                    |partitions| match partitions.iter().find(|p| p.error_code != 0) {
-                        Some(p) => Err(format!(
-                            "the broker did not store {}/{}: {}",
-                            p.topic,
-                            p.partition,
-                            wire::error_name(p.error_code)
-                        )),
-                        None => Ok(()),
-                    },
-                )
-                .err()
-            {
+            if let Err(e) = stored(&body, &inner.settings.topic, &sent) {
                 outcome = Err(e);
                 break;
             }
@@ -255,6 +249,30 @@ impl Pending {
     }
 }
 
+/// `Ok` if a Produce answer reports every partition in `sent` of `topic`
+/// stored; an answer that leaves one out is not an acknowledgement.
+fn stored(body: &[u8], topic: &str, sent: &[i32]) -> Result<(), String> {
+    let partitions = wire::produce_answer(body).map_err(|e| e.to_string())?;
+    if let Some(p) = partitions.iter().find(|p| p.error_code != 0) {
+        return Err(format!(
+            "the broker did not store {}/{}: {}",
+            p.topic,
+            p.partition,
+            wire::error_name(p.error_code)
+        ));
+    }
+    match sent.iter().find(|&&s| {
+        !partitions
+            .iter()
+            .any(|p| p.partition == s && p.topic == topic)
+    }) {
+        Some(missing) => Err(format!(
+            "the broker's answer does not mention {topic}/{missing}"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Inner {
     /// Forgets connections, metadata and producer id, unless a reset
     /// since `generation` already did.
@@ -263,18 +281,27 @@ impl Inner {
             return;
         }
         let correlation = state.correlation;
+        // Dropping the connections fails what waits on them (and would
+        // poison the new generation: cleared after).
         *state = State {
             generation: generation + 1,
             correlation,
             ..State::default()
         };
+        self.poisoned.store(false, Ordering::Release);
     }
 
     async fn send(
         &self,
         state: &mut State,
         batches: Vec<(i32, Vec<Record<'_>>)>,
-    ) -> Result<Vec<oneshot::Receiver<Result<Bytes, String>>>, String> {
+    ) -> Result<Vec<Awaited>, String> {
+        // A batch refused or lost since the last request leaves a gap in
+        // the sequence numbers stamped after it: start a new generation
+        // rather than send behind it.
+        if self.poisoned.load(Ordering::Acquire) || state.connections.values().any(|c| !c.open()) {
+            self.reset(state, state.generation);
+        }
         self.metadata(state).await?;
         if self.settings.idempotent && state.id.is_none() {
             self.init_producer_id(state).await?;
@@ -321,13 +348,17 @@ impl Inner {
         let timeout_ms = i32::try_from(self.settings.timeout.as_millis()).unwrap_or(i32::MAX);
         let mut answers = Vec::new();
         for (leader, batches) in rounds.into_iter().flatten() {
+            let sent: Vec<i32> = batches.iter().map(|(p, _)| *p).collect();
             let body = wire::produce_request(
                 self.settings.acks,
                 timeout_ms,
                 &self.settings.topic,
                 batches,
             );
-            answers.push(self.request(state, leader, ApiKey::Produce, body).await?);
+            answers.push((
+                self.request(state, leader, ApiKey::Produce, body).await?,
+                sent,
+            ));
         }
         Ok(answers)
     }
@@ -365,6 +396,9 @@ impl Inner {
                 ));
             }
             *slot = leader;
+        }
+        if let Some(index) = leaders.iter().position(|&l| l < 0) {
+            return Err(format!("the broker did not describe {topic}/{index}"));
         }
         state.brokers = metadata
             .brokers
@@ -435,28 +469,29 @@ impl Inner {
                     .ok_or_else(|| format!("broker {broker} is not in the metadata"))?;
                 vec![address.clone()]
             };
-            let connection = Connection::open_to(&addresses, self.settings.timeout).await?;
+            let connection =
+                Connection::open_to(&addresses, self.settings.timeout, &self.poisoned).await?;
             state.connections.insert(broker, connection);
         }
-        let connection = state.connections.get_mut(&broker).ok_or("no connection")?;
+        // Out of the map while it is written to: if this future is dropped
+        // mid-write (a client gone), the half-written connection goes with
+        // it rather than staying for the next request.
+        let mut connection = state.connections.remove(&broker).ok_or("no connection")?;
         let len: usize = body.iter().map(Bytes::len).sum();
         let head = wire::request_head(key, correlation, &self.settings.client_id, len).freeze();
-        let answer = connection.expect(correlation);
+        let answer = connection.expect(correlation, key == ApiKey::Produce);
         let written = tokio::time::timeout(
             self.settings.timeout,
             write_all(&mut connection.writer, &head, &body),
         )
         .await;
         match written {
-            Ok(Ok(())) => Ok(answer),
-            Ok(Err(e)) => {
-                state.connections.remove(&broker);
-                Err(format!("cannot write to broker {broker}: {e}"))
+            Ok(Ok(())) => {
+                state.connections.insert(broker, connection);
+                Ok(answer)
             }
-            Err(_) => {
-                state.connections.remove(&broker);
-                Err(format!("broker {broker} did not take a request in time"))
-            }
+            Ok(Err(e)) => Err(format!("cannot write to broker {broker}: {e}")),
+            Err(_) => Err(format!("broker {broker} did not take a request in time")),
         }
     }
 }
@@ -506,8 +541,15 @@ async fn write_all(
     Ok(())
 }
 
-/// Who waits for which answer on a connection; `None` once it closed.
-type Waiting = Arc<Mutex<Option<HashMap<i32, oneshot::Sender<Result<Bytes, String>>>>>>;
+/// Who waits for which answer on a connection (and whether it is a
+/// Produce answer); `None` once it closed.
+type Waiting = Arc<Mutex<Option<HashMap<i32, (Answer, bool)>>>>;
+
+/// Where an answer goes.
+type Answer = oneshot::Sender<Result<Bytes, String>>;
+
+/// A Produce request's answer to come, and the partitions it carried.
+type Awaited = (oneshot::Receiver<Result<Bytes, String>>, Vec<i32>);
 
 /// A connection to one broker and the task that reads its answers.
 #[derive(Debug)]
@@ -515,11 +557,18 @@ struct Connection {
     writer: OwnedWriteHalf,
     waiting: Waiting,
     reader: JoinHandle<()>,
+    /// The producer's flag, set when a batch on this connection is
+    /// refused or lost.
+    poisoned: Arc<AtomicBool>,
 }
 
 impl Connection {
     /// Connects to the first of `addresses` that accepts.
-    async fn open_to(addresses: &[String], timeout: Duration) -> Result<Self, String> {
+    async fn open_to(
+        addresses: &[String],
+        timeout: Duration,
+        poisoned: &Arc<AtomicBool>,
+    ) -> Result<Self, String> {
         let mut last = String::from("no broker address configured");
         for address in addresses {
             let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
@@ -538,6 +587,7 @@ impl Connection {
             let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
             let answers = waiting.clone();
             let address = address.clone();
+            let poison = poisoned.clone();
             let reader = tokio::spawn(async move {
                 let why = loop {
                     let mut len = [0u8; 4];
@@ -559,16 +609,27 @@ impl Connection {
                     };
                     let body = frame.slice_ref(body);
                     let waiter = lock(&answers).as_mut().and_then(|w| w.remove(&id));
-                    if let Some(tx) = waiter {
+                    if let Some((tx, produce)) = waiter {
+                        // Seen here, not only by whoever waits, so that no
+                        // request is stamped behind a refused batch.
+                        if produce
+                            && wire::produce_answer(&body)
+                                .map_or(true, |ps| ps.iter().any(|p| p.error_code != 0))
+                        {
+                            poison.store(true, Ordering::Release);
+                        }
                         let _ = tx.send(Ok(body));
                     }
                 };
-                fail_all(&answers, &why);
+                if fail_all(&answers, &why) {
+                    poison.store(true, Ordering::Release);
+                }
             });
             return Ok(Self {
                 writer,
                 waiting,
                 reader,
+                poisoned: poisoned.clone(),
             });
         }
         Err(last)
@@ -579,11 +640,11 @@ impl Connection {
     }
 
     /// Where the answer to request `correlation` will arrive.
-    fn expect(&self, correlation: i32) -> oneshot::Receiver<Result<Bytes, String>> {
+    fn expect(&self, correlation: i32, produce: bool) -> oneshot::Receiver<Result<Bytes, String>> {
         let (tx, rx) = oneshot::channel();
         match lock(&self.waiting).as_mut() {
             Some(waiting) => {
-                waiting.insert(correlation, tx);
+                waiting.insert(correlation, (tx, produce));
             }
             None => {
                 let _ = tx.send(Err("the connection to the broker was closed".to_owned()));
@@ -594,10 +655,13 @@ impl Connection {
 }
 
 impl Drop for Connection {
-    /// Whatever still waits on a dropped connection fails now.
+    /// Whatever still waits on a dropped connection fails now (and
+    /// leaves a gap in the sequence numbers).
     fn drop(&mut self) {
         self.reader.abort();
-        fail_all(&self.waiting, "the producer was reset after a failure");
+        if fail_all(&self.waiting, "the connection to the broker was dropped") {
+            self.poisoned.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -605,17 +669,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn fail_all(waiting: &Waiting, why: &str) {
-    if let Some(waiting) = lock(waiting).take() {
-        for (_, tx) in waiting {
-            let _ = tx.send(Err(why.to_owned()));
-        }
+/// Fails every request still waiting and closes the connection for
+/// good; whether any was waiting.
+fn fail_all(waiting: &Waiting, why: &str) -> bool {
+    let Some(waiting) = lock(waiting).take() else {
+        return false;
+    };
+    let any = !waiting.is_empty();
+    for (_, (tx, _)) in waiting {
+        let _ = tx.send(Err(why.to_owned()));
     }
+    any
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Produce (v7) answer for `topic` with (partition, error) pairs.
+    fn answer(topic: &str, partitions: &[(i32, i16)]) -> Vec<u8> {
+        use bytes::BufMut;
+        let mut b = Vec::new();
+        b.put_i32(1);
+        b.put_i16(topic.len() as i16);
+        b.put_slice(topic.as_bytes());
+        b.put_i32(partitions.len() as i32);
+        for &(p, e) in partitions {
+            b.put_i32(p);
+            b.put_i16(e);
+            b.put_i64(0);
+            b.put_i64(-1);
+            b.put_i64(0);
+        }
+        b.put_i32(0);
+        b
+    }
+
+    #[test]
+    fn only_an_answer_naming_every_partition_sent_is_an_acknowledgement() {
+        assert_eq!(
+            stored(&answer("raw", &[(0, 0), (3, 0)]), "raw", &[0, 3]),
+            Ok(())
+        );
+        let e = stored(&answer("raw", &[(0, 0)]), "raw", &[0, 3]).expect_err("3 missing");
+        assert!(e.contains("raw/3"), "{e}");
+        let e = stored(&answer("raw", &[(0, 0), (3, 45)]), "raw", &[0, 3]).expect_err("refused");
+        assert!(e.contains("OUT_OF_ORDER_SEQUENCE_NUMBER"), "{e}");
+        assert!(stored(&answer("other", &[(0, 0)]), "raw", &[0]).is_err());
+        assert!(stored(b"\x00\x00", "raw", &[0]).is_err());
+    }
 
     #[test]
     fn records_are_cut_into_batches_the_broker_takes() {
