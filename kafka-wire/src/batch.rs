@@ -9,8 +9,9 @@
 //!
 //! The CRC-32C covers everything from the attributes to the end. Each
 //! record is `length, attributes, timestamp delta, offset delta, key,
-//! value, headers`, lengths and deltas as zig-zag varints. Uncompressed
-//! values are not copied: a batch is a list of pieces, values among them.
+//! value, headers`, lengths and deltas as zig-zag varints. A value is
+//! given as pieces (the lines of several writes, say) and uncompressed
+//! pieces are not copied: a batch is a list of pieces, values' among them.
 
 use std::io::{Read, Write};
 
@@ -23,8 +24,8 @@ use crate::read::Reader;
 const HEADER: usize = 61;
 /// Where the CRC-covered part starts (the attributes).
 const CRC_FROM: usize = 21;
-/// Values shorter than this are copied into the batch's own bytes rather
-/// than sent as pieces of their own.
+/// Value pieces shorter than this are copied into the batch's own bytes
+/// rather than sent as pieces of their own.
 const LEND_FROM: usize = 4096;
 
 /// How a batch's records are compressed, as the `compression.type`
@@ -62,7 +63,8 @@ impl Compression {
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
     pub key: &'a [u8],
-    pub value: Bytes,
+    /// The value, as the concatenation of these pieces.
+    pub value: &'a [Bytes],
     /// Creation time, milliseconds since the epoch.
     pub timestamp_ms: i64,
     pub headers: &'a [(&'a str, &'a [u8])],
@@ -76,6 +78,13 @@ pub struct Sequence {
     pub producer_id: i64,
     pub epoch: i16,
     pub base: i32,
+}
+
+impl Record<'_> {
+    /// The value's bytes.
+    pub fn value_len(&self) -> usize {
+        self.value.iter().map(Bytes::len).sum()
+    }
 }
 
 impl Sequence {
@@ -97,22 +106,17 @@ pub fn encode(
     let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
     let mut pieces = vec![Bytes::new()];
     let mut own = BytesMut::new();
-    match compression {
-        Compression::None => {
-            for (i, r) in records.iter().enumerate() {
-                put_record(&mut own, &mut pieces, i, r, first_ts, true);
-            }
-            if !own.is_empty() {
-                pieces.push(own.freeze());
-            }
+    // Compressed records are one piece: the codec reads them all.
+    let lend = compression == Compression::None;
+    for (i, r) in records.iter().enumerate() {
+        put_record(&mut own, &mut pieces, i, r, first_ts, lend);
+    }
+    if lend {
+        if !own.is_empty() {
+            pieces.push(own.freeze());
         }
-        codec => {
-            for (i, r) in records.iter().enumerate() {
-                put_record(&mut own, &mut pieces, i, r, first_ts, false);
-            }
-            let compressed = compress(codec, &own)?;
-            pieces.push(Bytes::from(compressed));
-        }
+    } else {
+        pieces.push(Bytes::from(compress(compression, &own)?));
     }
     let body: usize = pieces.iter().map(Bytes::len).sum();
     let mut head = BytesMut::with_capacity(HEADER);
@@ -139,8 +143,9 @@ pub fn encode(
     Ok(pieces)
 }
 
-/// Appends record `i` to `own`; with `lend`, a long value becomes a
-/// piece of its own (what `own` holds so far is cut off before it).
+/// Appends record `i` to `own`; with `lend`, each long piece of its value
+/// becomes a piece of the batch (what `own` holds so far is cut off
+/// before it).
 fn put_record(
     own: &mut BytesMut,
     pieces: &mut Vec<Bytes>,
@@ -151,36 +156,44 @@ fn put_record(
 ) {
     let ts_delta = r.timestamp_ms.wrapping_sub(first_ts);
     let offset_delta = i64::try_from(i).unwrap_or(i64::MAX);
-    let mut headers = BytesMut::new();
-    put_varint(&mut headers, len_i64(r.headers.len()));
-    for (k, v) in r.headers {
-        put_varint(&mut headers, len_i64(k.len()));
-        headers.put_slice(k.as_bytes());
-        put_varint(&mut headers, len_i64(v.len()));
-        headers.put_slice(v);
-    }
+    let value_len = r.value_len();
+    let headers_len = varint_len(len_i64(r.headers.len()))
+        + r.headers
+            .iter()
+            .map(|(k, v)| {
+                varint_len(len_i64(k.len())) + k.len() + varint_len(len_i64(v.len())) + v.len()
+            })
+            .sum::<usize>();
     let len = 1
         + varint_len(ts_delta)
         + varint_len(offset_delta)
         + varint_len(len_i64(r.key.len()))
         + r.key.len()
-        + varint_len(len_i64(r.value.len()))
-        + r.value.len()
-        + headers.len();
+        + varint_len(len_i64(value_len))
+        + value_len
+        + headers_len;
     put_varint(own, len_i64(len));
     own.put_i8(0); // attributes
     put_varint(own, ts_delta);
     put_varint(own, offset_delta);
     put_varint(own, len_i64(r.key.len()));
     own.put_slice(r.key);
-    put_varint(own, len_i64(r.value.len()));
-    if lend && r.value.len() >= LEND_FROM {
-        pieces.push(own.split().freeze());
-        pieces.push(r.value.clone());
-    } else {
-        own.put_slice(&r.value);
+    put_varint(own, len_i64(value_len));
+    for piece in r.value {
+        if lend && piece.len() >= LEND_FROM {
+            pieces.push(own.split().freeze());
+            pieces.push(piece.clone());
+        } else {
+            own.put_slice(piece);
+        }
     }
-    own.put_slice(&headers);
+    put_varint(own, len_i64(r.headers.len()));
+    for (k, v) in r.headers {
+        put_varint(own, len_i64(k.len()));
+        own.put_slice(k.as_bytes());
+        put_varint(own, len_i64(v.len()));
+        own.put_slice(v);
+    }
 }
 
 fn compress(codec: Compression, records: &[u8]) -> Result<Vec<u8>, Error> {
@@ -375,18 +388,26 @@ mod tests {
     proptest! {
         #[test]
         fn batches_read_back_as_written(
-            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..9000), 1..6),
+            // Each value in one to three pieces, long and short ones.
+            values in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6000), 1..4),
+                1..6,
+            ),
             codec in prop_oneof![Just(Compression::None), Just(Compression::Gzip), Just(Compression::Lz4)],
             ts in 0i64..2_000_000_000_000,
             base in 0i32..1000,
         ) {
             let headers: &[(&str, &[u8])] = &[("db", b"telegraf"), ("rp", b"")];
-            let records: Vec<Record<'_>> = values
+            let pieces: Vec<Vec<Bytes>> = values
+                .iter()
+                .map(|v| v.iter().map(|p| Bytes::from(p.clone())).collect())
+                .collect();
+            let records: Vec<Record<'_>> = pieces
                 .iter()
                 .enumerate()
                 .map(|(i, v)| Record {
                     key: b"cpu,host=a",
-                    value: Bytes::from(v.clone()),
+                    value: v,
                     timestamp_ms: ts + i as i64,
                     headers,
                 })
@@ -400,7 +421,7 @@ mod tests {
                 prop_assert_eq!(got.offset_delta, i as i64);
                 prop_assert_eq!(got.timestamp_ms, want.timestamp_ms);
                 prop_assert_eq!(got.key.as_deref(), Some(&b"cpu,host=a"[..]));
-                prop_assert_eq!(got.value.as_deref(), Some(&want.value[..]));
+                prop_assert_eq!(got.value.as_deref(), Some(&want.value.concat()[..]));
                 prop_assert_eq!(got.headers.len(), 2);
             }
         }
@@ -410,7 +431,7 @@ mod tests {
     fn a_flipped_bit_fails_the_crc() {
         let records = [Record {
             key: b"k",
-            value: Bytes::from_static(b"cpu v=1 1\n"),
+            value: &[Bytes::from_static(b"cpu v=1 1\n")],
             timestamp_ms: 5,
             headers: &[],
         }];
@@ -426,13 +447,13 @@ mod tests {
         let records = [
             Record {
                 key: b"k",
-                value: Bytes::from_static(b"a"),
+                value: &[Bytes::from_static(b"a")],
                 timestamp_ms: 1000,
                 headers: &[],
             },
             Record {
                 key: b"k",
-                value: Bytes::from_static(b"b"),
+                value: &[Bytes::from_static(b"b")],
                 timestamp_ms: 1007,
                 headers: &[],
             },

@@ -353,7 +353,7 @@ async fn produce(
     for (q, headers) in batch.iter().zip(&headers) {
         by_partition[(shard_hash(q.key.as_bytes()) % n) as usize].push(Record {
             key: q.key.as_bytes(),
-            value: q.payload.clone(),
+            value: std::slice::from_ref(&q.payload),
             timestamp_ms: q.timestamp_ms,
             headers,
         });

@@ -39,7 +39,7 @@ use crate::http::request::WriteTarget;
 use crate::spool::{self, Spool};
 
 /// A record being gathered: the key of its first entry, its entries'
-/// pieces (joined unless there is one) and their bytes.
+/// pieces (its value, sent without joining them) and their bytes.
 type Pieces<'a> = (&'a [u8], Vec<Bytes>, usize);
 
 /// Keys and payloads of a write's records.
@@ -378,29 +378,17 @@ impl RawSink {
             }
         }
         let batches: Vec<(i32, Vec<Record<'_>>)> = by_partition
-            .into_iter()
+            .iter()
             .enumerate()
             .filter(|(_, records)| !records.is_empty())
             .map(|(partition, records)| {
                 let records = records
-                    .into_iter()
-                    .map(|(key, mut pieces, bytes)| {
-                        let value = match pieces.pop() {
-                            Some(only) if pieces.is_empty() => only,
-                            last => {
-                                let mut joined = Vec::with_capacity(bytes);
-                                for piece in pieces.iter().chain(&last) {
-                                    joined.extend_from_slice(piece);
-                                }
-                                Bytes::from(joined)
-                            }
-                        };
-                        Record {
-                            key,
-                            value,
-                            timestamp_ms,
-                            headers: &headers,
-                        }
+                    .iter()
+                    .map(|(key, pieces, _)| Record {
+                        key,
+                        value: pieces,
+                        timestamp_ms,
+                        headers: &headers,
                     })
                     .collect();
                 (i32::try_from(partition).unwrap_or(i32::MAX), records)

@@ -508,7 +508,7 @@ fn cut<'r, 'a>(records: &'r [Record<'a>], max: usize) -> impl Iterator<Item = &'
         let n = rest
             .iter()
             .position(|r| {
-                bytes += r.value.len();
+                bytes += r.value_len();
                 bytes > max
             })
             .map_or(rest.len(), |i| i.max(1));
@@ -721,15 +721,21 @@ mod tests {
 
     #[test]
     fn records_are_cut_into_batches_the_broker_takes() {
-        let record = |n: usize| Record {
-            key: b"k",
-            value: Bytes::from(vec![b'x'; n]),
-            timestamp_ms: 0,
-            headers: &[],
-        };
-        let records: Vec<Record<'_>> = [4, 4, 3, 9, 1, 1].into_iter().map(record).collect();
+        let values: Vec<[Bytes; 1]> = [4, 4, 3, 9, 1, 1]
+            .into_iter()
+            .map(|n| [Bytes::from(vec![b'x'; n])])
+            .collect();
+        let records: Vec<Record<'_>> = values
+            .iter()
+            .map(|value| Record {
+                key: b"k",
+                value,
+                timestamp_ms: 0,
+                headers: &[],
+            })
+            .collect();
         let runs: Vec<Vec<usize>> = cut(&records, 8)
-            .map(|run| run.iter().map(|r| r.value.len()).collect())
+            .map(|run| run.iter().map(Record::value_len).collect())
             .collect();
         assert_eq!(runs, [vec![4, 4], vec![3], vec![9], vec![1, 1]]);
         assert_eq!(cut(&[], 8).count(), 0);
@@ -752,11 +758,12 @@ mod tests {
         });
         let e = producer.partitions().await.expect_err("nothing listens");
         assert!(e.contains(&address), "{e}");
+        let value = [Bytes::from_static(b"v")];
         let records = vec![(
             0,
             vec![Record {
                 key: b"k",
-                value: Bytes::from_static(b"v"),
+                value: &value,
                 timestamp_ms: 0,
                 headers: &[],
             }],
