@@ -118,8 +118,9 @@ struct State {
 #[must_use = "the records are delivered only when `Pending::wait` says so"]
 pub struct Pending {
     generation: u64,
-    /// Each request's answer and the partitions it must report stored.
-    answers: Vec<Awaited>,
+    /// Each request's outcome: `Ok` once every partition it carried was
+    /// stored.
+    answers: Vec<Answered>,
     in_flight: InFlight,
 }
 
@@ -220,24 +221,13 @@ impl Pending {
         let inner = &in_flight.inner;
         let timeout = inner.settings.timeout + Duration::from_secs(1);
         let mut outcome = Ok(());
-        for (answer, sent) in answers {
-            let body = match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(Ok(body))) => body,
-                Ok(Ok(Err(e))) => {
-                    outcome = Err(e);
-                    break;
-                }
-                Ok(Err(_)) => {
-                    outcome = Err("the connection to the broker was closed".to_owned());
-                    break;
-                }
-                Err(_) => {
-                    outcome = Err(format!("no answer from the broker within {timeout:?}"));
-                    break;
-                }
+        for answer in answers {
+            outcome = match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(answered)) => answered.map(drop),
+                Ok(Err(_)) => Err("the connection to the broker was closed".to_owned()),
+                Err(_) => Err(format!("no answer from the broker within {timeout:?}")),
             };
-            if let Err(e) = stored(&body, &inner.settings.topic, &sent) {
-                outcome = Err(e);
+            if outcome.is_err() {
                 break;
             }
         }
@@ -295,10 +285,11 @@ impl Inner {
         &self,
         state: &mut State,
         batches: Vec<(i32, Vec<Record<'_>>)>,
-    ) -> Result<Vec<Awaited>, String> {
+    ) -> Result<Vec<Answered>, String> {
         // A batch refused or lost since the last request leaves a gap in
         // the sequence numbers stamped after it: start a new generation
-        // rather than send behind it.
+        // rather than send behind it. A closed connection also starts
+        // one: the broker may have restarted and forgotten the producer.
         if self.poisoned.load(Ordering::Acquire) || state.connections.values().any(|c| !c.open()) {
             self.reset(state, state.generation);
         }
@@ -355,10 +346,10 @@ impl Inner {
                 &self.settings.topic,
                 batches,
             );
-            answers.push((
-                self.request(state, leader, ApiKey::Produce, body).await?,
-                sent,
-            ));
+            answers.push(
+                self.request(state, leader, ApiKey::Produce, body, Some(sent))
+                    .await?,
+            );
         }
         Ok(answers)
     }
@@ -437,7 +428,7 @@ impl Inner {
         body: Vec<u8>,
     ) -> Result<Bytes, String> {
         let answer = self
-            .request(state, broker, key, vec![Bytes::from(body)])
+            .request(state, broker, key, vec![Bytes::from(body)], None)
             .await?;
         match tokio::time::timeout(self.settings.timeout, answer).await {
             Ok(Ok(answer)) => answer,
@@ -449,14 +440,16 @@ impl Inner {
         }
     }
 
-    /// Writes a request to `broker` (connecting first if needed).
+    /// Writes a request to `broker` (connecting first if needed); for a
+    /// Produce request, `produced` names the partitions it carries.
     async fn request(
         &self,
         state: &mut State,
         broker: i32,
         key: ApiKey,
         body: Vec<Bytes>,
-    ) -> Result<oneshot::Receiver<Result<Bytes, String>>, String> {
+        produced: Option<Vec<i32>>,
+    ) -> Result<Answered, String> {
         state.correlation = state.correlation.wrapping_add(1);
         let correlation = state.correlation;
         if !state.connections.get(&broker).is_some_and(Connection::open) {
@@ -470,7 +463,7 @@ impl Inner {
                 vec![address.clone()]
             };
             let connection =
-                Connection::open_to(&addresses, self.settings.timeout, &self.poisoned).await?;
+                Connection::open_to(&addresses, &self.settings, &self.poisoned).await?;
             state.connections.insert(broker, connection);
         }
         // Out of the map while it is written to: if this future is dropped
@@ -479,7 +472,7 @@ impl Inner {
         let mut connection = state.connections.remove(&broker).ok_or("no connection")?;
         let len: usize = body.iter().map(Bytes::len).sum();
         let head = wire::request_head(key, correlation, &self.settings.client_id, len).freeze();
-        let answer = connection.expect(correlation, key == ApiKey::Produce);
+        let answer = connection.expect(correlation, produced);
         let written = tokio::time::timeout(
             self.settings.timeout,
             write_all(&mut connection.writer, &head, &body),
@@ -541,15 +534,16 @@ async fn write_all(
     Ok(())
 }
 
-/// Who waits for which answer on a connection (and whether it is a
-/// Produce answer); `None` once it closed.
-type Waiting = Arc<Mutex<Option<HashMap<i32, (Answer, bool)>>>>;
+/// Who waits for which answer on a connection (and, for a Produce
+/// request, the partitions it must report stored); `None` once it closed.
+type Waiting = Arc<Mutex<Option<HashMap<i32, (Answer, Option<Vec<i32>>)>>>>;
 
-/// Where an answer goes.
+/// Where an answer goes: its body, or why there is none (for a Produce
+/// request, also an answer that does not report every partition stored).
 type Answer = oneshot::Sender<Result<Bytes, String>>;
 
-/// A Produce request's answer to come, and the partitions it carried.
-type Awaited = (oneshot::Receiver<Result<Bytes, String>>, Vec<i32>);
+/// An answer to come.
+type Answered = oneshot::Receiver<Result<Bytes, String>>;
 
 /// A connection to one broker and the task that reads its answers.
 #[derive(Debug)]
@@ -566,9 +560,10 @@ impl Connection {
     /// Connects to the first of `addresses` that accepts.
     async fn open_to(
         addresses: &[String],
-        timeout: Duration,
+        settings: &Settings,
         poisoned: &Arc<AtomicBool>,
     ) -> Result<Self, String> {
+        let timeout = settings.timeout;
         let mut last = String::from("no broker address configured");
         for address in addresses {
             let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
@@ -587,6 +582,7 @@ impl Connection {
             let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
             let answers = waiting.clone();
             let address = address.clone();
+            let topic = settings.topic.clone();
             let poison = poisoned.clone();
             let reader = tokio::spawn(async move {
                 let why = loop {
@@ -609,16 +605,17 @@ impl Connection {
                     };
                     let body = frame.slice_ref(body);
                     let waiter = lock(&answers).as_mut().and_then(|w| w.remove(&id));
-                    if let Some((tx, produce)) = waiter {
-                        // Seen here, not only by whoever waits, so that no
-                        // request is stamped behind a refused batch.
-                        if produce
-                            && wire::produce_answer(&body)
-                                .map_or(true, |ps| ps.iter().any(|p| p.error_code != 0))
-                        {
+                    if let Some((tx, produced)) = waiter {
+                        let answer = match produced {
+                            // Judged here, not by whoever waits, so that
+                            // no request is stamped behind a refused batch.
+                            Some(sent) => stored(&body, &topic, &sent).map(|()| body),
+                            None => Ok(body),
+                        };
+                        if answer.is_err() {
                             poison.store(true, Ordering::Release);
                         }
-                        let _ = tx.send(Ok(body));
+                        let _ = tx.send(answer);
                     }
                 };
                 if fail_all(&answers, &why) {
@@ -640,11 +637,11 @@ impl Connection {
     }
 
     /// Where the answer to request `correlation` will arrive.
-    fn expect(&self, correlation: i32, produce: bool) -> oneshot::Receiver<Result<Bytes, String>> {
+    fn expect(&self, correlation: i32, produced: Option<Vec<i32>>) -> Answered {
         let (tx, rx) = oneshot::channel();
         match lock(&self.waiting).as_mut() {
             Some(waiting) => {
-                waiting.insert(correlation, (tx, produce));
+                waiting.insert(correlation, (tx, produced));
             }
             None => {
                 let _ = tx.send(Err("the connection to the broker was closed".to_owned()));
