@@ -74,10 +74,22 @@ pub fn point(unsigned: bool) -> impl Strategy<Value = Point> {
         })
 }
 
+/// Where [`telegraf_corpus`]'s timestamps start (2023-11-14T22:13:20Z).
+pub const CORPUS_START_NS: i64 = 1_700_000_000_000_000_000;
+
+/// The corpus's lines are this many nanoseconds apart (10 ms).
+pub const CORPUS_STEP_NS: i64 = 10_000_000;
+
 /// A deterministic corpus of Telegraf-like lines (`cpu`, `mem`, `diskio`,
 /// `http_requests`: 5–6 tags, 5–9 fields, about 200 bytes a line), for
 /// benchmarks and fuzz seeds. The same `seed` gives the same bytes.
 pub fn telegraf_corpus(lines: usize, seed: u64) -> Vec<u8> {
+    telegraf_corpus_from(lines, seed, CORPUS_START_NS)
+}
+
+/// [`telegraf_corpus`] with line `n` stamped `start_ns + (n + 1) ×`
+/// [`CORPUS_STEP_NS`] (the same lines otherwise).
+pub fn telegraf_corpus_from(lines: usize, seed: u64, start_ns: i64) -> Vec<u8> {
     let mut rng = SplitMix64(seed);
     let mut out = Vec::with_capacity(lines * 210);
     let hosts = [
@@ -88,9 +100,9 @@ pub fn telegraf_corpus(lines: usize, seed: u64) -> Vec<u8> {
         "batch-worker-12",
     ];
     let regions = ["eu-west-1", "us-east-2", "ap-south-1"];
-    let mut ts: i64 = 1_700_000_000_000_000_000;
+    let mut ts = start_ns;
     for n in 0..lines {
-        ts += 10_000_000;
+        ts = ts.saturating_add(CORPUS_STEP_NS);
         let host = hosts[rng.below(hosts.len())];
         let region = regions[rng.below(regions.len())];
         let line = match n % 4 {

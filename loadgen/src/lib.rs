@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use trident_line_protocol::test_helpers::telegraf_corpus;
+use trident_line_protocol::test_helpers::telegraf_corpus_from;
 
 /// What can stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,9 @@ pub struct Plan {
     pub connections: usize,
     /// Seed of the corpus (same seed, same bytes).
     pub seed: u64,
+    /// Where the corpus's timestamps start; `None`: the fixed start
+    /// ([`trident_line_protocol::test_helpers::CORPUS_START_NS`]).
+    pub start_ns: Option<i64>,
     /// Pids whose CPU time (user + system) is charged to the run.
     pub target_pids: Vec<u32>,
 }
@@ -120,9 +123,10 @@ impl Report {
     }
 }
 
-/// The request bodies of a plan: the corpus cut at line boundaries.
-pub fn bodies(lines: usize, batch: usize, seed: u64) -> Vec<Vec<u8>> {
-    let corpus = telegraf_corpus(lines, seed);
+/// The request bodies of a plan: the corpus (stamped from `start_ns`) cut
+/// at line boundaries.
+pub fn bodies(lines: usize, batch: usize, seed: u64, start_ns: i64) -> Vec<Vec<u8>> {
+    let corpus = telegraf_corpus_from(lines, seed, start_ns);
     let batch = batch.max(1);
     let mut out = Vec::with_capacity(lines / batch + 1);
     let mut start = 0;
@@ -262,7 +266,10 @@ fn by_thread_name(
 
 /// Runs `plan` and reports.
 pub async fn run(plan: &Plan) -> Result<Report, Error> {
-    let bodies = std::sync::Arc::new(bodies(plan.lines, plan.batch, plan.seed));
+    let start_ns = plan
+        .start_ns
+        .unwrap_or(trident_line_protocol::test_helpers::CORPUS_START_NS);
+    let bodies = std::sync::Arc::new(bodies(plan.lines, plan.batch, plan.seed, start_ns));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(plan.connections)
         .build()?;
@@ -357,10 +364,11 @@ pub async fn run(plan: &Plan) -> Result<Report, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trident_line_protocol::test_helpers::{CORPUS_START_NS, telegraf_corpus};
 
     #[test]
     fn bodies_cut_at_line_boundaries_and_keep_every_line() {
-        let all = bodies(1003, 100, 7);
+        let all = bodies(1003, 100, 7, CORPUS_START_NS);
         assert_eq!(all.len(), 11);
         let lines: usize = all
             .iter()
@@ -369,6 +377,16 @@ mod tests {
         assert_eq!(lines, 1003);
         assert!(all.iter().all(|b| b.ends_with(b"\n")));
         assert_eq!(all.concat(), telegraf_corpus(1003, 7));
+        // Stamped from elsewhere: the same lines, other timestamps.
+        let later = bodies(1003, 100, 7, CORPUS_START_NS + 5_000_000_000).concat();
+        assert_ne!(later, all.concat());
+        let without_ts = |corpus: &[u8]| -> Vec<Vec<u8>> {
+            corpus
+                .split(|&b| b == b'\n')
+                .map(|l| l[..l.iter().rposition(|&b| b == b' ').unwrap_or(0)].to_vec())
+                .collect()
+        };
+        assert_eq!(without_ts(&later), without_ts(&all.concat()));
     }
 
     #[test]

@@ -24,6 +24,11 @@ struct Cli {
     /// Corpus seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Stamp the corpus so that its last line is now (its lines are 10 ms
+    /// apart), instead of its fixed start (2023-11-14), for services that
+    /// work on recent data (rollups, alerts).
+    #[arg(long)]
+    recent: bool,
     /// Pid(s) of the target whose CPU time is measured (repeat for several).
     #[arg(long = "pid")]
     pids: Vec<u32>,
@@ -38,6 +43,15 @@ async fn main() -> anyhow::Result<()> {
         batch: cli.batch,
         connections: cli.connections,
         seed: cli.seed,
+        start_ns: cli.recent.then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            let span = i64::try_from(cli.lines)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(trident_line_protocol::test_helpers::CORPUS_STEP_NS);
+            now.saturating_sub(span)
+        }),
         target_pids: cli.pids,
     };
     let report = trident_loadgen::run(&plan).await?;

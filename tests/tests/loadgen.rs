@@ -20,6 +20,7 @@ async fn every_reported_line_is_stored_and_cpu_is_measured() {
         batch: 1_500,
         connections: 3,
         seed: 9,
+        start_ns: None,
         target_pids: vec![pid],
     };
     let report = trident_loadgen::run(&plan).await.expect("run");
