@@ -531,8 +531,11 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Offsets from the port base that `scripts/stack up --with etcd,alertmanager`
-/// listens on, and a spare fourth InfluxDB node (`scripts/stack start influx4`).
-pub const STACK_PORTS: [u16; 15] = [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 31, 41, 42, 51];
+/// listens on, a spare fourth InfluxDB node (`scripts/stack start influx4`)
+/// and the four services `scripts/run` starts.
+pub const STACK_PORTS: [u16; 19] = [
+    1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 31, 41, 42, 51, 80, 81, 82, 83,
+];
 
 /// A port base whose whole block is free right now. Callers in one process
 /// start their search at different blocks, so two of them at once do not
@@ -605,6 +608,16 @@ impl PrivateStack {
         stack.script(&args)?;
         stack.env = StackEnv::load_from(stack.dir.join("env"))?;
         Ok(stack)
+    }
+
+    /// Its state directory (`TRIDENT_STACK_DIR`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Its port base (`TRIDENT_STACK_PORT_BASE`).
+    pub fn base(&self) -> u16 {
+        self.base
     }
 
     /// Kills server `name` (`influx1`, `kafka`, …) with SIGKILL.
