@@ -78,14 +78,20 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         spooled = metric(&scrape(&url).await, &spool_metric);
     }
+    assert!(spooled > 0.0, "the dead node's spool has entries");
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = metric(&scrape(&url).await, &spool_metric);
+    assert!(
+        later > spooled,
+        "the dead node's spool grows under the load: {spooled}, then {later}"
+    );
+    spooled = later;
     let seen = load.snapshot();
     assert!(
         seen.statuses.iter().all(|&s| s == 204),
         "every write answered 204 while a node was down: {:?}",
         seen.first_refusal
     );
-    assert!(spooled > 0.0, "the dead node's spool grows");
 
     // 2. The gateway dies with acknowledged points only in that spool.
     gateway.kill();
@@ -120,8 +126,6 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
 
     // 3. The node returns: its spool drains while the load goes on.
     stack.start("influx2").expect("start influx2");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = load.stop().await;
     let health =
         trident_e2e::wait_for_json(&format!("{url}/health"), Duration::from_secs(90), |h| {
             h["components"][format!("node:{victim}")]["status"] == "up"
@@ -131,6 +135,17 @@ async fn a_killed_node_and_a_killed_gateway_lose_no_acknowledged_point() {
         health["components"][format!("node:{victim}")]["status"],
         "up",
         "the spool drained: {health}"
+    );
+    let page = scrape(&url).await;
+    let log = load.stop().await;
+    assert!(
+        page.contains(&spool_metric),
+        "{spool_metric} reported: {page}"
+    );
+    assert_eq!(
+        metric(&page, &spool_metric),
+        0.0,
+        "nothing left in the node's spool, under load"
     );
     let health =
         trident_e2e::wait_for_json(&format!("{url}/health"), Duration::from_secs(30), |h| {

@@ -56,16 +56,21 @@ op = ">"
 threshold = 250
 "#;
 
-/// Reads lines from the topic until `want` of them arrived (or 60 s),
+/// Reads lines from the topic until `want` of them arrived and nothing
+/// more for 2 s (or 60 s in all), so that a stray or repeated line shows,
 /// checking that each measurement stays on one partition and is the key.
 fn read_lines(consumer: &BaseConsumer, want: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while lines.len() < want && std::time::Instant::now() < deadline {
+    let mut last = std::time::Instant::now();
+    while std::time::Instant::now() < deadline
+        && (lines.len() < want || last.elapsed() < Duration::from_secs(2))
+    {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
+        last = std::time::Instant::now();
         let message = message.expect("message");
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
         let p = *partition_of
