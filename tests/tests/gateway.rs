@@ -612,7 +612,15 @@ async fn a_broker_that_is_down_gets_the_write_spooled() {
 #[tokio::test]
 async fn the_gateway_is_indistinguishable_from_a_plain_node() {
     let env = StackEnv::load().expect("stack env (scripts/stack up)");
-    let gw = start(&env, &[("TRIDENT_GATEWAY_CREATE_DATABASES", "false")]).await;
+    let topic = KafkaTopic::create(&env, 4).await.expect("topic");
+    let gw = start(
+        &env,
+        &[
+            ("TRIDENT_GATEWAY_CREATE_DATABASES", "false"),
+            ("TRIDENT_KAFKA_RAW_TOPIC", &topic.name),
+        ],
+    )
+    .await;
     let plain = InfluxDb::create(&env)
         .await
         .expect("database for the plain node");
@@ -762,6 +770,29 @@ async fn the_gateway_is_indistinguishable_from_a_plain_node() {
         );
     }
     assert_eq!(stored_types, expected_types);
+
+    // A write InfluxDB answers 404 was not taken anywhere: the raw topic
+    // holds the database's lines only.
+    let consumer = env
+        .assigned_consumer(&topic.name, 4)
+        .expect("assigned consumer");
+    let mut databases = BTreeSet::new();
+    let mut last = std::time::Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        last = std::time::Instant::now();
+        let message = message.expect("message");
+        let headers = message.headers().expect("headers");
+        let db = headers
+            .iter()
+            .find(|h| h.key == "db")
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        databases.insert(db.unwrap_or_default());
+    }
+    assert_eq!(databases, BTreeSet::from([cluster.name.clone()]));
 }
 
 /// Overload: with one write allowed at a time, a write that waits on a

@@ -738,6 +738,30 @@ impl ClusterSink {
         }
     }
 
+    /// Without `create_databases`, whether `db` exists: a write to a
+    /// database no node has is refused (404) before any sink takes it, so
+    /// that none of it reaches the topics either. Asked of the nodes in
+    /// turn (an answer seen once is remembered); a node that cannot be
+    /// asked decides nothing, and a database that only some owners lack
+    /// is still found missing when they are written to.
+    pub async fn check_database(&self, view: &View, db: &str) -> Result<(), SinkError> {
+        if self.create_databases {
+            return Ok(());
+        }
+        let mut missing = false;
+        for slot in &view.nodes {
+            match self.known.ensure(&self.client, &slot.url, db, false).await {
+                Ok(()) => return Ok(()),
+                Err(NodeError::DatabaseNotFound(_)) => missing = true,
+                Err(_) => {}
+            }
+        }
+        if missing {
+            return Err(SinkError::Node(NodeError::DatabaseNotFound(db.to_owned())));
+        }
+        Ok(())
+    }
+
     /// Creates `db` on every node of the current view in the background,
     /// the first time it is written to (and again after
     /// [`ClusterSink::forget_databases`]): a node that owns none of its

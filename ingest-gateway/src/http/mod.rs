@@ -368,6 +368,9 @@ async fn write(
         };
         // One topology version from routing to storing.
         let view = state.cluster.view();
+        if let Err(e) = state.cluster.check_database(&view, &target.db).await {
+            return cluster_failure(e, api, count_lines);
+        }
         let routed = Routed::new(&view.placement, &target.db, &lines);
         // Best effort, never waited for.
         state.alerts.offer(&target, &lines, &routed);
@@ -405,30 +408,7 @@ async fn write(
             return unavailable(&e.to_string());
         }
         if let Err(e) = cluster {
-            metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
-            count_lines(match e {
-                SinkError::Node(NodeError::DatabaseNotFound(_) | NodeError::Refused(_)) => {
-                    "refused"
-                }
-                _ => "unavailable",
-            });
-            return match e {
-                SinkError::Node(NodeError::DatabaseNotFound(_)) => {
-                    error_body(StatusCode::NOT_FOUND, &e.to_string())
-                }
-                SinkError::Node(NodeError::Refused(message)) => {
-                    // 2.x: the data is well-formed, storage refused it.
-                    let status = match api {
-                        Api::V1 => StatusCode::BAD_REQUEST,
-                        Api::V2 => StatusCode::UNPROCESSABLE_ENTITY,
-                    };
-                    error_body(status, &message)
-                }
-                SinkError::Node(_) | SinkError::Consistency { .. } => {
-                    tracing::warn!(error = %e, "write not stored; answered 503");
-                    unavailable(&e.to_string())
-                }
-            };
+            return cluster_failure(e, api, count_lines);
         }
     }
 
@@ -442,6 +422,34 @@ async fn write(
             StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::BAD_REQUEST),
             &message,
         ),
+    }
+}
+
+/// The answer to a write the cluster did not store: InfluxDB's 404 for a
+/// database that is not there, its 400 (v2: 422) for points storage
+/// refused, 503 otherwise.
+fn cluster_failure(e: SinkError, api: Api, count_lines: impl Fn(&'static str)) -> Response {
+    metrics::counter!("trident_gateway_requests_total", "outcome" => "failed").increment(1);
+    count_lines(match e {
+        SinkError::Node(NodeError::DatabaseNotFound(_) | NodeError::Refused(_)) => "refused",
+        _ => "unavailable",
+    });
+    match e {
+        SinkError::Node(NodeError::DatabaseNotFound(_)) => {
+            error_body(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        SinkError::Node(NodeError::Refused(message)) => {
+            // 2.x: the data is well-formed, storage refused it.
+            let status = match api {
+                Api::V1 => StatusCode::BAD_REQUEST,
+                Api::V2 => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error_body(status, &message)
+        }
+        SinkError::Node(_) | SinkError::Consistency { .. } => {
+            tracing::warn!(error = %e, "write not stored; answered 503");
+            unavailable(&e.to_string())
+        }
     }
 }
 
