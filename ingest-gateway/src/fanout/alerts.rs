@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -58,10 +58,9 @@ struct Queued {
 #[derive(Clone)]
 pub struct AlertSink {
     producer: Producer,
-    /// Where `offer` puts records; the delivering task takes the other
-    /// end when it starts.
-    queue: mpsc::UnboundedSender<Queued>,
-    pending: Arc<Mutex<Option<mpsc::UnboundedReceiver<Queued>>>>,
+    /// Where `offer` puts records; the delivering task starts with the
+    /// first (as the raw topic's group task does).
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Queued>>>,
     /// Records offered and not yet answered or dropped...
     queued: Arc<AtomicUsize>,
     /// ...at most this many.
@@ -114,11 +113,9 @@ impl AlertSink {
             timeout,
             client_id: "trident-gateway-alerts".to_owned(),
         });
-        let (queue, pending) = mpsc::unbounded_channel();
         Ok(Self {
             producer,
-            queue,
-            pending: Arc::new(Mutex::new(Some(pending))),
+            queue: Arc::default(),
             queued: Arc::default(),
             capacity: queue_records,
             timeout,
@@ -151,19 +148,6 @@ impl AlertSink {
         };
         let (status, detail) = describe(self);
         health.set("sink:alerts", status, detail);
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(pending) = pending {
-            tokio::spawn(deliver(
-                self.producer.clone(),
-                pending,
-                self.queued.clone(),
-                self.timeout,
-            ));
-        }
         if self.mode != AlertPoints::Matching || self.rules_path.as_os_str().is_empty() {
             return;
         }
@@ -274,7 +258,17 @@ impl AlertSink {
                 timestamp_ms: now_ms,
             };
             let held = self.queued.fetch_add(1, Ordering::Relaxed) < self.capacity;
-            if held && self.queue.send(record).is_ok() {
+            let queue = self.queue.get_or_init(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(deliver(
+                    self.producer.clone(),
+                    rx,
+                    self.queued.clone(),
+                    self.timeout,
+                ));
+                tx
+            });
+            if held && queue.send(record).is_ok() {
                 metrics::counter!("trident_gateway_alert_lines_total").increment(count as u64);
             } else {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
