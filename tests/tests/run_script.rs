@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use trident_e2e::{PrivateStack, clickhouse_rows, http, json_number, repo_root};
+use trident_e2e::{PrivateStack, clickhouse_rows, http, influx_query, json_number, repo_root};
 use trident_line_protocol::test_helpers::telegraf_corpus;
 
 /// What `scripts/run` sends by default; the test asks for it explicitly.
@@ -77,18 +77,13 @@ async fn the_run_command_starts_every_service_and_the_sample_reaches_every_path(
         "the sample has request metrics: {requests}"
     );
     let gateway = format!("http://127.0.0.1:{}", base + 80);
-    let answer: serde_json::Value = http()
-        .post(format!("{gateway}/query"))
-        .form(&[
-            ("db", "telegraf"),
-            ("q", "SELECT count(latency_ms) FROM http_requests"),
-        ])
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("JSON");
+    let answer = influx_query(
+        &gateway,
+        "SELECT count(latency_ms) FROM http_requests",
+        Some("telegraf"),
+    )
+    .await
+    .expect("the gateway's /query");
     let stored = json_number(&answer["results"][0]["series"][0]["values"][0][1]);
     assert_eq!(stored, requests as f64, "{answer}");
 
