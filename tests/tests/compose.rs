@@ -135,10 +135,73 @@ fn trident_services_are_built_configured_and_checked() {
                 (k.as_str().expect("variable name").to_owned(), value)
             })
             .collect();
-        let config = Config::load_with_env(None, env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .unwrap_or_else(|e| panic!("{name}: environment is not valid config: {e}"));
+        // The file TRIDENT_CONFIG names, as the service mounts it from
+        // the repository.
+        let file = env
+            .iter()
+            .find(|(k, _)| k == "TRIDENT_CONFIG")
+            .map(|(_, inside)| {
+                mounted(service, inside).unwrap_or_else(|| {
+                    panic!("{name}: {inside} is not mounted from the repository")
+                })
+            });
+        let config = Config::load_with_env(
+            file.as_deref(),
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .unwrap_or_else(|e| panic!("{name}: environment is not valid config: {e}"));
         config
             .validate(kind)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+/// The repository file a service mounts (`./path:inside[:ro]`) at `inside`.
+fn mounted(service: &Value, inside: &str) -> Option<PathBuf> {
+    service["volumes"].as_sequence()?.iter().find_map(|v| {
+        let mut parts = v.as_str()?.split(':');
+        let (host, target) = (parts.next()?, parts.next()?);
+        (target == inside && host.starts_with("./")).then(|| root().join(&host[2..]))
+    })
+}
+
+/// The sample traffic scripts/run sends, sent the same way once the
+/// gateway is healthy, by a load generator the image holds; and the
+/// writer has its mapping for it.
+#[test]
+fn sample_traffic_follows_a_healthy_gateway() {
+    let services = compose();
+    let sample = &services["sample-traffic"];
+    let command: Vec<&str> = sample["command"]
+        .as_sequence()
+        .expect("command list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command.first(), Some(&"trident-loadgen"));
+    assert!(
+        command.contains(&"http://gateway:8086/write?db=telegraf"),
+        "{command:?}"
+    );
+    assert!(command.contains(&"--recent"), "{command:?}");
+    assert_eq!(
+        sample["depends_on"]["gateway"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("read Dockerfile");
+    assert!(
+        dockerfile.contains("-p trident-loadgen")
+            && dockerfile.contains("/release/trident-loadgen")
+    );
+    let file = mounted(&services["writer"], "/etc/trident/trident.toml").expect("writer config");
+    let config = Config::load_with_env(Some(&file), [("TRIDENT_CLICKHOUSE_URL", "http://c:8123")])
+        .expect("config");
+    assert!(
+        config
+            .writer
+            .mappings
+            .iter()
+            .any(|m| m.measurement == "http_requests"),
+        "the writer maps the sample's http_requests"
+    );
 }
